@@ -135,8 +135,13 @@ imagen_error *imagen_server_model_ready_versions(imagen_server *srv, const char 
 /* One row of the repository index (spec §1.8). */
 typedef struct imagen_repository_entry {
     char *name;
-    int64_t version;      /* -1 when the model has no version entry (never loaded) */
-    const char *state;    /* static: "READY", "UNAVAILABLE", "LOADING", "UNLOADING", "UNKNOWN"; NULL if version == -1 */
+    int64_t version;      /* -1 when the row is about the model, not a version */
+    /* Static: "READY", "UNAVAILABLE", "LOADING", "UNLOADING", "UNKNOWN".
+     * NULL for a model found on disk and never loaded (printed as name
+     * only). With version -1 and a state, the model failed before any
+     * version could be loaded (e.g. a bad config.pbtxt): print name, state
+     * and reason without "version". */
+    const char *state;
     char *reason;         /* "" when none */
 } imagen_repository_entry;
 

@@ -1211,7 +1211,12 @@ write_override_dir(const char *name, const imagen_model_file *files, size_t n, c
                                     files[i].path, name, MODEL_FILE_MAX_BYTES);
         }
         char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", templ, files[i].path);
+        int plen = snprintf(path, sizeof(path), "%s/%s", templ, files[i].path);
+        if (plen < 0 || (size_t)plen >= sizeof(path)) {
+            remove_tree(templ);
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "file path '%s' of model '%s' is too long",
+                                    files[i].path, name);
+        }
         /* Create parent folders. */
         for (char *p = path + strlen(templ) + 1; *p; p++) {
             if (*p == '/') {

@@ -47,15 +47,22 @@ typedef struct imagen_batch_item {
      * input count folded in. NULL/0 when the model needs no shape check. */
     const int64_t *shape_sig;
     size_t shape_sig_len;
-    /* ---- owned by the batcher ---- */
-    struct imagen_batch_item *prev, *next; /* queue links */
+    /* ---- owned by the batcher (zero them before the first enqueue; the
+     * caller may read them, e.g. `sequence` after next_batch, but never
+     * writes them) ---- */
+    struct imagen_batch_item *prev, *next; /* queue links; reused for the ordering list */
     uint64_t enqueue_ns;           /* monotonic time of enqueue */
-    uint64_t deadline_ns;          /* 0 = none */
+    uint64_t deadline_ns;          /* queue-timeout deadline, monotonic ns; 0 = none */
     uint64_t sequence;             /* dequeue order (for preserve_ordering) */
     uint32_t level;                /* priority level it was queued at (0 when levels off) */
     bool delayed;                  /* timed out under DELAY policy */
     bool queued;                   /* currently linked in a queue */
     bool order_done;               /* preserve_ordering: completed, waiting for earlier ones */
+    size_t heap_index;             /* slot in the deadline heap; SIZE_MAX = not in it */
+    /* preserve_ordering: the deliver callback given to complete(), kept so
+     * a held item can be delivered later on another thread. */
+    void (*deliver)(struct imagen_batch_item *item, void *ctx);
+    void *deliver_ctx;
 } imagen_batch_item;
 
 typedef struct imagen_batcher_options {

@@ -1,0 +1,306 @@
+/*
+ * main() of imagen-server: flags -> logging -> server core -> HTTP and
+ * metrics endpoints -> wait for SIGINT/SIGTERM -> graceful drain -> exit.
+ * SIGINT and SIGTERM are blocked before any thread exists, so every thread
+ * inherits the mask and only the main thread ever sees them (via signalfd).
+ * The drain runs on a helper thread so that the main thread can still react
+ * to a second signal by exiting at once. This file must never serve
+ * requests or touch models itself; it only wires the modules together.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "backends/registry.h"
+#include "cli/flags.h"
+#include "common/log.h"
+#include "http/http.h"
+#include "imagen/server.h"
+
+#define COMPONENT "cli"
+
+/* Exit statuses besides 0 and IMAGEN_CLI_EXIT_USAGE. */
+#define EXIT_STARTUP_FAILED 1 /* server, endpoint or log file could not start */
+#define EXIT_UNCLEAN 1        /* drain timed out, or a second signal arrived */
+
+/* What the shutdown thread tears down; written by main before the thread
+ * starts, `remaining` by the thread before it signals `done_fd`. */
+typedef struct shutdown_ctx {
+    imagen_server *server;
+    imagen_http *http;       /* NULL when --allow-http=false */
+    imagen_metrics *metrics; /* NULL when --allow-metrics=false */
+    int done_fd;             /* eventfd written when the thread finishes */
+    size_t remaining;        /* requests still in flight when the drain gave up */
+} shutdown_ctx;
+
+/* Quiesce HTTP, drain the core (bounded by --exit-timeout-secs), then free
+ * everything unless requests are still executing (freeing would wait for
+ * them, defeating the bound). */
+static void *
+shutdown_main(void *arg)
+{
+    shutdown_ctx *ctx = arg;
+    if (ctx->http != NULL)
+        imagen_http_quiesce(ctx->http);
+    ctx->remaining = imagen_server_stop(ctx->server);
+    if (ctx->remaining == 0) {
+        imagen_metrics_destroy(ctx->metrics);
+        imagen_http_destroy(ctx->http);
+        imagen_server_destroy(ctx->server);
+    }
+    uint64_t one = 1;
+    while (write(ctx->done_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
+/* Reads one signal from `sfd`; returns its number, or 0 on error. */
+static int
+read_signal(int sfd)
+{
+    struct signalfd_siginfo si;
+    for (;;) {
+        ssize_t r = read(sfd, &si, sizeof(si));
+        if (r == (ssize_t)sizeof(si))
+            return (int)si.ssi_signo;
+        if (r < 0 && errno == EINTR)
+            continue;
+        return 0;
+    }
+}
+
+/* Applies the logging flags. Returns false if the log file cannot be opened. */
+static bool
+setup_logging(const imagen_cli_options *opts)
+{
+    imagen_log_set_enabled(IMAGEN_LOG_ERROR, opts->log_error);
+    imagen_log_set_enabled(IMAGEN_LOG_WARNING, opts->log_warning);
+    imagen_log_set_enabled(IMAGEN_LOG_INFO, opts->log_info);
+    imagen_log_set_verbose(opts->log_verbose);
+    imagen_log_set_format((imagen_log_format)opts->log_format);
+    if (opts->log_file != NULL && !imagen_log_set_file(opts->log_file)) {
+        fprintf(stderr, "imagen-server: cannot open --log-file '%s': %s\n", opts->log_file, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+/* One log line for each flag that is accepted but has no effect yet. */
+static void
+log_flag_notes(const imagen_cli_options *opts)
+{
+    if (opts->allow_grpc)
+        IMAGEN_LOG_WARN_(COMPONENT, "gRPC endpoint %s:%d is not served by this release (--allow-grpc accepted)",
+                         opts->grpc_address, opts->grpc_port);
+    if (opts->summary_latencies)
+        IMAGEN_LOG_WARN_(COMPONENT, "--metrics-config summary_latencies is not supported yet; ignored");
+    if (opts->strict_model_config)
+        IMAGEN_LOG_WARN_(COMPONENT, "--strict-model-config is deprecated; use --disable-auto-complete-config");
+    if (opts->load_models.n > 0 && opts->model_control_mode != IMAGEN_CLI_CONTROL_EXPLICIT)
+        IMAGEN_LOG_WARN_(COMPONENT, "--load-model is ignored unless --model-control-mode=explicit");
+    for (size_t i = 0; i < opts->backend_configs.n; i++)
+        IMAGEN_LOG_VERBOSE_(COMPONENT, "--backend-config %s stored", opts->backend_configs.items[i]);
+}
+
+static void
+fill_server_options(const imagen_cli_options *opts, imagen_server_options *so)
+{
+    imagen_server_options_init(so);
+    so->model_repositories = opts->model_repositories.items;
+    so->n_model_repositories = opts->model_repositories.n;
+    so->control_mode = (imagen_model_control_mode)opts->model_control_mode;
+    so->repository_poll_secs = opts->repository_poll_secs;
+    so->startup_models = opts->load_models.items;
+    so->n_startup_models = opts->load_models.n;
+    so->model_config_name = opts->model_config_name;
+    so->strict_readiness = opts->strict_readiness;
+    so->exit_on_error = opts->exit_on_error;
+    so->disable_auto_complete_config = opts->disable_auto_complete_config;
+    so->backend_directory = opts->backend_directory;
+    so->server_id = opts->id;
+    so->model_load_thread_count = opts->model_load_thread_count;
+    so->exit_timeout_secs = opts->exit_timeout_secs;
+    so->cpu_threads = opts->cpu_threads;
+    so->latency_histograms = opts->histogram_latencies;
+    so->builtin_backends = imagen_builtin_backends;
+    so->n_builtin_backends = imagen_builtin_backend_count;
+}
+
+/* Starts the endpoints the flags ask for. On failure logs the address at
+ * fault and returns false; whatever started is left in *ctx for cleanup. */
+static bool
+start_endpoints(const imagen_cli_options *opts, shutdown_ctx *ctx)
+{
+    imagen_error *err;
+    if (opts->allow_http) {
+        imagen_http_options ho;
+        imagen_http_options_init(&ho);
+        ho.address = opts->http_address;
+        ho.port = opts->http_port;
+        ho.thread_count = opts->http_thread_count;
+        ho.max_input_size = opts->http_max_input_size;
+        ho.reuse_port = opts->reuse_http_port;
+        err = imagen_http_start(ctx->server, &ho, &ctx->http);
+        if (err != NULL) {
+            IMAGEN_LOG_ERROR_(COMPONENT, "failed to start HTTP service at %s:%d: %s", ho.address, ho.port,
+                              imagen_error_message(err));
+            imagen_error_free(err);
+            return false;
+        }
+        IMAGEN_LOG_INFO_(COMPONENT, "Started HTTPService at %s:%d", ho.address, imagen_http_port(ctx->http));
+    }
+    if (opts->allow_metrics) {
+        imagen_metrics_options mo;
+        imagen_metrics_options_init(&mo);
+        mo.address = opts->metrics_address ? opts->metrics_address : opts->http_address;
+        mo.port = opts->metrics_port;
+        mo.counter_latencies = opts->counter_latencies;
+        mo.histogram_latencies = opts->histogram_latencies;
+        mo.allow_cpu_metrics = opts->allow_cpu_metrics;
+        mo.interval_ms = (unsigned)opts->metrics_interval_ms;
+        err = imagen_metrics_start(ctx->server, &mo, &ctx->metrics);
+        if (err != NULL) {
+            IMAGEN_LOG_ERROR_(COMPONENT, "failed to start Metrics Service at %s:%d: %s", mo.address, mo.port,
+                              imagen_error_message(err));
+            imagen_error_free(err);
+            return false;
+        }
+        IMAGEN_LOG_INFO_(COMPONENT, "Started Metrics Service at %s:%d", mo.address, imagen_metrics_port(ctx->metrics));
+    }
+    return true;
+}
+
+/* Waits for the first SIGINT/SIGTERM, then drains on a helper thread while
+ * watching for a second one. Returns the process exit status (or does not
+ * return: _exit on a second signal or an expired drain, skipping teardown
+ * that could block). */
+static int
+serve_until_signal(int sfd, shutdown_ctx *ctx, int exit_timeout_secs)
+{
+    int sig = read_signal(sfd);
+    IMAGEN_LOG_INFO_(COMPONENT, "received %s; shutting down (waiting up to %d s for in-flight requests)",
+                     sig == SIGINT    ? "SIGINT"
+                     : sig == SIGTERM ? "SIGTERM"
+                                      : "a signal",
+                     exit_timeout_secs);
+    ctx->done_fd = eventfd(0, EFD_CLOEXEC);
+    pthread_t tid;
+    if (ctx->done_fd < 0 || pthread_create(&tid, NULL, shutdown_main, ctx) != 0) {
+        /* No helper thread: drain here; a second signal waits until the end. */
+        IMAGEN_LOG_WARN_(COMPONENT, "cannot start the shutdown thread; draining on the main thread");
+        if (ctx->done_fd < 0)
+            ctx->done_fd = eventfd(0, EFD_CLOEXEC);
+        shutdown_main(ctx);
+    } else {
+        struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = ctx->done_fd, .events = POLLIN}};
+        for (;;) {
+            if (poll(fds, 2, -1) < 0) {
+                if (errno == EINTR)
+                    continue;
+                break;
+            }
+            if (fds[0].revents & POLLIN) {
+                int again = read_signal(sfd);
+                IMAGEN_LOG_ERROR_(COMPONENT, "received %s during shutdown; exiting immediately",
+                                  again == SIGINT ? "SIGINT" : "SIGTERM");
+                _exit(EXIT_UNCLEAN);
+            }
+            if (fds[1].revents & POLLIN)
+                break;
+        }
+        pthread_join(tid, NULL);
+    }
+    if (ctx->remaining > 0) {
+        IMAGEN_LOG_ERROR_(COMPONENT, "exit timeout of %d s expired with %zu requests in flight; exiting",
+                          exit_timeout_secs, ctx->remaining);
+        _exit(EXIT_UNCLEAN);
+    }
+    if (ctx->done_fd >= 0)
+        close(ctx->done_fd);
+    IMAGEN_LOG_INFO_(COMPONENT, "shutdown complete");
+    return 0;
+}
+
+/* Starts the server from parsed flags and runs it until a signal. */
+static int
+run(const imagen_cli_options *opts, const sigset_t *sigs)
+{
+    int sfd = signalfd(-1, sigs, SFD_CLOEXEC);
+    if (sfd < 0) {
+        IMAGEN_LOG_ERROR_(COMPONENT, "signalfd: %s", strerror(errno));
+        return EXIT_STARTUP_FAILED;
+    }
+    IMAGEN_LOG_INFO_(COMPONENT, "imagen-server %s (Triton protocol %s) starting, id '%s', %d CPU threads",
+                     IMAGEN_VERSION_STRING, IMAGEN_TRITON_COMPAT_VERSION, opts->id, opts->cpu_threads);
+    log_flag_notes(opts);
+
+    imagen_server_options so;
+    fill_server_options(opts, &so);
+    shutdown_ctx ctx = {.done_fd = -1};
+    imagen_error *err = imagen_server_create(&so, &ctx.server);
+    if (err != NULL) {
+        IMAGEN_LOG_ERROR_(COMPONENT, "failed to create server: %s", imagen_error_message(err));
+        imagen_error_free(err);
+        close(sfd);
+        return EXIT_STARTUP_FAILED;
+    }
+    if (!start_endpoints(opts, &ctx)) {
+        imagen_metrics_destroy(ctx.metrics);
+        imagen_http_destroy(ctx.http);
+        imagen_server_destroy(ctx.server);
+        close(sfd);
+        return EXIT_STARTUP_FAILED;
+    }
+    int status = serve_until_signal(sfd, &ctx, opts->exit_timeout_secs);
+    close(sfd);
+    return status;
+}
+
+int
+main(int argc, char **argv)
+{
+    /* Before any thread exists, so that every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* A shell starting us in the background may have set SIGINT to SIG_IGN,
+     * which would discard it before signalfd sees it; blocked, the default
+     * action never runs. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGPIPE, SIG_IGN);
+
+    imagen_cli_options opts;
+    imagen_cli_options_init(&opts);
+    char err[512];
+    int status = 0;
+    switch (imagen_cli_parse(&opts, argc, argv, err, sizeof(err))) {
+    case IMAGEN_CLI_HELP:
+        imagen_cli_print_help(stdout, "imagen-server");
+        break;
+    case IMAGEN_CLI_VERSION:
+        printf("imagen-server %s (Triton protocol %s)\n", IMAGEN_VERSION_STRING, IMAGEN_TRITON_COMPAT_VERSION);
+        break;
+    case IMAGEN_CLI_CHECKED:
+        break;
+    case IMAGEN_CLI_ERROR:
+        fprintf(stderr, "imagen-server: %s\n", err);
+        status = IMAGEN_CLI_EXIT_USAGE;
+        break;
+    case IMAGEN_CLI_RUN:
+        status = setup_logging(&opts) ? run(&opts, &sigs) : EXIT_STARTUP_FAILED;
+        break;
+    }
+    imagen_cli_options_free(&opts);
+    return status;
+}

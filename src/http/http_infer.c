@@ -1,0 +1,816 @@
+/*
+ * Inference request decoding and response encoding for POST .../infer
+ * (spec §1.9-§1.11): the JSON request header, the binary tensor extension
+ * in both directions, raw binary requests and classification. Runs on
+ * network threads; never blocks and never touches sockets. Binary input
+ * tensors point straight into the received body (zero copy), so the body
+ * must outlive the request; every size taken from the wire is checked
+ * against the bytes actually present before it is used.
+ */
+#include "http/http_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INFER_MAX_OWNED_BUFFERS IMAGEN_REQUEST_MAX_INPUTS /* decoded JSON inputs per request */
+
+/* What the client asked of one output. */
+typedef struct out_spec {
+    char *name;
+    bool binary;               /* parameters.binary_data */
+    uint64_t classification;   /* parameters.classification; 0 = none */
+} out_spec;
+
+struct imagen__http_infer {
+    imagen_request *req;       /* owned reference */
+    void **owned;              /* buffers decoded from JSON; freed with the object */
+    size_t n_owned;
+    out_spec *outs;            /* requested outputs, in request order */
+    size_t n_outs;
+    bool binary_default;       /* binary_data_output: outputs not listed */
+    bool raw;                  /* raw binary request: every output binary */
+    char *id;                  /* "" when none */
+    char *model;               /* the model name as requested */
+    bool wrapped_u64;          /* JSON had integers > INT64_MAX, stored as negative int64 */
+};
+
+/* ======================================================================
+ * Small helpers
+ * ==================================================================== */
+
+static imagen_error *
+own(imagen__http_infer *inf, void *p)
+{
+    if (p == NULL)
+        return NULL;
+    if (inf->n_owned == INFER_MAX_OWNED_BUFFERS) {
+        free(p);
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)",
+                                INFER_MAX_OWNED_BUFFERS);
+    }
+    if (inf->owned == NULL) {
+        inf->owned = calloc(INFER_MAX_OWNED_BUFFERS, sizeof(void *));
+        if (inf->owned == NULL) {
+            free(p);
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+        }
+    }
+    inf->owned[inf->n_owned++] = p;
+    return NULL;
+}
+
+/* Reads a JSON value as uint64: integers >= 0 only. */
+static bool
+json_as_u64(const json_t *v, uint64_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+imagen_error *
+imagen__http_parse_header_length(const char *value, size_t body_len, size_t *out)
+{
+    if (value == NULL || value[0] == '\0')
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Inference-Header-Content-Length header is empty");
+    uint64_t v = 0;
+    for (const char *p = value; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "Inference-Header-Content-Length header value '%.64s' is not a "
+                                    "non-negative integer",
+                                    value);
+        if (v > (UINT64_MAX - 9) / 10)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "Inference-Header-Content-Length header value '%.64s' is too large", value);
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (v > body_len)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "Inference-Header-Content-Length header value %" PRIu64
+                                " exceeds the request body size of %zu bytes",
+                                v, body_len);
+    *out = (size_t)v;
+    return NULL;
+}
+
+/* ======================================================================
+ * Request decoding
+ * ==================================================================== */
+
+static imagen_error *
+parse_request_parameters(imagen__http_infer *inf, const json_t *params)
+{
+    if (!json_is_object(params))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'parameters': expected an object");
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)params, key, v)
+    {
+        if (strncmp(key, "triton_", 7) == 0)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "parameter keys starting with 'triton_' are reserved for Triton usage and "
+                                    "should not be specified.");
+        if (strcmp(key, "priority") == 0 || strcmp(key, "timeout") == 0) {
+            uint64_t u;
+            if (!json_as_u64(v, &u))
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "Unable to parse '%s': expected an unsigned integer", key);
+            if (key[0] == 'p')
+                imagen_request_set_priority(inf->req, u);
+            else
+                imagen_request_set_timeout_us(inf->req, u);
+            continue;
+        }
+        if (strcmp(key, "binary_data_output") == 0) {
+            if (!json_is_boolean(v))
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "Unable to parse 'binary_data_output': expected a boolean");
+            inf->binary_default = json_is_true(v);
+            continue;
+        }
+        if (strcmp(key, "sequence_id") == 0) {
+            if (!json_is_string(v) && !json_is_integer(v))
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "Unable to parse 'sequence_id': expected an unsigned integer or a string");
+            continue;
+        }
+        if (strcmp(key, "sequence_start") == 0 || strcmp(key, "sequence_end") == 0) {
+            if (!json_is_boolean(v))
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse '%s': expected a boolean", key);
+            continue;
+        }
+        if (strcmp(key, "headers") == 0)
+            continue;
+        imagen_request_param p;
+        memset(&p, 0, sizeof(p));
+        p.key = (char *)key;
+        if (json_is_string(v)) {
+            p.type = IMAGEN_PARAM_STRING;
+            p.string_value = (char *)json_string_value(v);
+        } else if (json_is_integer(v)) {
+            p.type = IMAGEN_PARAM_INT;
+            p.int_value = (int64_t)json_integer_value(v);
+        } else if (json_is_boolean(v)) {
+            p.type = IMAGEN_PARAM_BOOL;
+            p.bool_value = json_is_true(v);
+        } else if (json_is_real(v)) {
+            p.type = IMAGEN_PARAM_DOUBLE;
+            p.double_value = json_real_value(v);
+        } else {
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "parameter '%s' has invalid type. It should be either 'int', 'bool', "
+                                    "'double' or 'string'.",
+                                    key);
+        }
+        IMAGEN_RETURN_IF_ERROR(imagen_request_add_parameter(inf->req, &p));
+    }
+    return NULL;
+}
+
+static imagen_error *
+shm_disabled(void)
+{
+    return imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
+                            "Client shared memory is disabled. Start the server with '--allow-client-shm=true' "
+                            "to enable.");
+}
+
+/* Parses "shape" into shape[]; every dimension must be a non-negative int. */
+static imagen_error *
+parse_shape(const json_t *js, const char *name, int64_t *shape, size_t *rank)
+{
+    if (!json_is_array(js))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'shape' of input '%s': expected an array",
+                                name);
+    size_t n = json_array_size(js);
+    if (n > IMAGEN_MAX_RANK)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has %zu dimensions, more than the limit of %d",
+                                name, n, IMAGEN_MAX_RANK);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *d = json_array_get(js, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 0)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "Unable to parse 'shape' of input '%s': dimension %zu must be a non-negative "
+                                    "integer",
+                                    name, i);
+        shape[i] = (int64_t)json_integer_value(d);
+    }
+    *rank = n;
+    return NULL;
+}
+
+static imagen_error *
+datatype_error(imagen__http_infer *inf, const char *name, const char *given)
+{
+    const imagen_model_config *cfg = imagen_model_get_config(imagen_request_model(inf->req));
+    const imagen_tensor_config *tc = cfg ? imagen_model_config_input(cfg, name) : NULL;
+    if (tc != NULL)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "inference input '%s' data-type is '%s', but model '%s' expects '%s'", name, given,
+                                inf->model, imagen_datatype_name(tc->datatype));
+    return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid datatype '%s' for input '%s'", given, name);
+}
+
+/* Parses one element of "inputs" and adds it to the request. Binary data is
+ * taken from *blob / *blob_left, which advance past it. */
+static imagen_error *
+parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char **blob, size_t *blob_left,
+            size_t max_input)
+{
+    if (!json_is_object(in))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'inputs': element %zu is not an object",
+                                index);
+    const json_t *jname = json_object_get(in, "name");
+    if (!json_is_string(jname))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'name' of input %zu", index);
+    const char *name = json_string_value(jname);
+    const json_t *jdt = json_object_get(in, "datatype");
+    if (!json_is_string(jdt))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'datatype' of input '%s'", name);
+    const char *dts = json_string_value(jdt);
+    imagen_datatype dt = imagen_datatype_from_name(dts, json_string_length(jdt));
+    if (dt == IMAGEN_TYPE_INVALID)
+        return datatype_error(inf, name, dts);
+    int64_t shape[IMAGEN_MAX_RANK];
+    size_t rank = 0;
+    const json_t *jshape = json_object_get(in, "shape");
+    if (jshape == NULL)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'shape' of input '%s'", name);
+    IMAGEN_RETURN_IF_ERROR(parse_shape(jshape, name, shape, &rank));
+    uint64_t elems = 0;
+    if (!imagen_shape_element_count(shape, rank, IMAGEN_REQUEST_MAX_ELEMENTS, &elems))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "input '%s' has a shape whose element count exceeds the limit of %" PRIu64, name,
+                                (uint64_t)IMAGEN_REQUEST_MAX_ELEMENTS);
+
+    const json_t *params = json_object_get(in, "parameters");
+    const json_t *jsize = NULL;
+    if (params != NULL) {
+        if (!json_is_object(params))
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "Unable to parse 'parameters' of input '%s': expected an object", name);
+        jsize = json_object_get(params, "binary_data_size");
+        if (json_object_get(params, "shared_memory_region") != NULL)
+            return shm_disabled();
+    }
+    const json_t *data = json_object_get(in, "data");
+    if ((data != NULL) == (jsize != NULL))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "Input must set only one of the following fields: 'data', 'binary_data_size' in "
+                                "'parameters', 'shared_memory_region' in 'parameters' (input '%s')",
+                                name);
+    if (jsize != NULL) {
+        uint64_t size;
+        if (!json_as_u64(jsize, &size))
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "Unable to parse 'binary_data_size' of input '%s': expected an unsigned "
+                                    "integer",
+                                    name);
+        if (size > *blob_left)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "unexpected size for input '%s', expecting %" PRIu64
+                                    " additional bytes for model '%s' but only %zu remain",
+                                    name, size, inf->model, *blob_left);
+        const char *p = *blob;
+        *blob += size;
+        *blob_left -= (size_t)size;
+        return imagen_request_add_input(inf->req, name, dt, shape, rank, size ? p : NULL, (size_t)size);
+    }
+    void *buf = NULL;
+    size_t size = 0;
+    IMAGEN_RETURN_IF_ERROR(imagen__http_json_decode_tensor(data, dt, elems, max_input, inf->wrapped_u64, name,
+                                                          &buf, &size));
+    IMAGEN_RETURN_IF_ERROR(own(inf, buf));
+    return imagen_request_add_input(inf->req, name, dt, shape, rank, buf, size);
+}
+
+static imagen_error *
+parse_outputs(imagen__http_infer *inf, const json_t *outs)
+{
+    if (!json_is_array(outs))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'outputs': expected an array");
+    size_t n = json_array_size(outs);
+    if (n > IMAGEN_REQUEST_MAX_OUTPUTS)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many requested outputs (at most %d)",
+                                IMAGEN_REQUEST_MAX_OUTPUTS);
+    if (n == 0)
+        return NULL;
+    inf->outs = calloc(n, sizeof(out_spec));
+    if (inf->outs == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const json_t *o = json_array_get(outs, i);
+        const json_t *jname = json_is_object(o) ? json_object_get(o, "name") : NULL;
+        if (!json_is_string(jname))
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'name' of requested output %zu", i);
+        const char *name = json_string_value(jname);
+        out_spec *s = &inf->outs[inf->n_outs];
+        s->name = strdup(name);
+        if (s->name == NULL)
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+        inf->n_outs++;
+        const json_t *params = json_object_get(o, "parameters");
+        if (params != NULL) {
+            if (!json_is_object(params))
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "Unable to parse 'parameters' of output '%s': expected an object", name);
+            const json_t *b = json_object_get(params, "binary_data");
+            if (b != NULL) {
+                if (!json_is_boolean(b))
+                    return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                            "Unable to parse 'binary_data' of output '%s': expected a boolean", name);
+                s->binary = json_is_true(b);
+            }
+            const json_t *c = json_object_get(params, "classification");
+            if (c != NULL && !json_as_u64(c, &s->classification))
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "Unable to parse 'classification' of output '%s': expected an unsigned "
+                                        "integer",
+                                        name);
+            if (json_object_get(params, "shared_memory_region") != NULL)
+                return shm_disabled();
+        }
+        IMAGEN_RETURN_IF_ERROR(imagen_request_add_requested_output(inf->req, name));
+    }
+    return NULL;
+}
+
+/* jansson keeps integers in int64 and rejects larger literals, but UINT64
+ * tensors may carry values up to 2^64-1. This rewrites, into a new copy of
+ * the JSON text, every non-negative integer literal in (INT64_MAX,
+ * UINT64_MAX] as the negative int64 with the same bits; the UINT decoders
+ * then read it back as uint64 (see the wrapped flag). Strings are skipped.
+ * Returns NULL when nothing needed rewriting or on allocation failure. */
+static char *
+rewrite_big_integers(const char *text, size_t len, size_t *out_len)
+{
+    imagen_buf b = IMAGEN_BUF_INIT;
+    bool changed = false;
+    size_t i = 0, copied = 0;
+    while (i < len) {
+        char c = text[i];
+        if (c == '"') {
+            for (i++; i < len && text[i] != '"'; i++)
+                if (text[i] == '\\')
+                    i++;
+            i++;
+            continue;
+        }
+        if (c < '0' || c > '9') {
+            i++;
+            continue;
+        }
+        size_t start = i;
+        while (i < len && text[i] >= '0' && text[i] <= '9')
+            i++;
+        /* Only whole non-negative integer literals: no sign, fraction or exponent. */
+        if (start > 0 && strchr("-+.eE", text[start - 1]) != NULL)
+            continue;
+        if (i < len && (text[i] == '.' || text[i] == 'e' || text[i] == 'E'))
+            continue;
+        if (i - start < 19 || i - start > 20)
+            continue;
+        uint64_t v = 0;
+        bool overflow = false;
+        for (size_t k = start; k < i; k++) {
+            uint64_t d = (uint64_t)(text[k] - '0');
+            if (v > (UINT64_MAX - d) / 10)
+                overflow = true;
+            v = v * 10 + d;
+        }
+        if (overflow || v <= (uint64_t)INT64_MAX)
+            continue;
+        imagen_buf_append(&b, text + copied, start - copied);
+        imagen_buf_appendf(&b, "%" PRId64, (int64_t)(v - (uint64_t)INT64_MAX - 1) + INT64_MIN);
+        copied = i;
+        changed = true;
+    }
+    if (!changed) {
+        imagen_buf_free(&b);
+        return NULL;
+    }
+    imagen_buf_append(&b, text + copied, len - copied);
+    return imagen_buf_detach(&b, out_len);
+}
+
+static imagen_error *
+build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len, size_t max_input)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body, json_len, JSON_ALLOW_NUL, &jerr);
+    if (root == NULL && strstr(jerr.text, "too big integer") != NULL) {
+        size_t wlen = 0;
+        char *wrapped = rewrite_big_integers(body, json_len, &wlen);
+        if (wrapped != NULL) {
+            json_error_t jerr2;
+            root = json_loadb(wrapped, wlen, JSON_ALLOW_NUL, &jerr2);
+            free(wrapped);
+            inf->wrapped_u64 = root != NULL;
+        }
+    }
+    if (root == NULL)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "failed to parse the request JSON buffer: %s at line %d column %d (offset %d)",
+                                jerr.text, jerr.line, jerr.column, jerr.position);
+    imagen_error *err = NULL;
+    if (!json_is_object(root)) {
+        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "failed to parse the request JSON buffer: expected an object");
+        goto done;
+    }
+    const json_t *id = json_object_get(root, "id");
+    if (id != NULL) {
+        if (!json_is_string(id)) {
+            err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'id': expected a string");
+            goto done;
+        }
+        char *copy = strndup(json_string_value(id), json_string_length(id));
+        if (copy == NULL) {
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+            goto done;
+        }
+        free(inf->id);
+        inf->id = copy;
+        if (inf->id[0] != '\0' && (err = imagen_request_set_id(inf->req, inf->id)) != NULL)
+            goto done;
+    }
+    const json_t *params = json_object_get(root, "parameters");
+    if (params != NULL && (err = parse_request_parameters(inf, params)) != NULL)
+        goto done;
+    const json_t *inputs = json_object_get(root, "inputs");
+    if (!json_is_array(inputs)) {
+        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'inputs': expected an array");
+        goto done;
+    }
+    if (json_array_size(inputs) > IMAGEN_REQUEST_MAX_INPUTS) {
+        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)", IMAGEN_REQUEST_MAX_INPUTS);
+        goto done;
+    }
+    const char *blob = body + json_len;
+    size_t blob_left = body_len - json_len;
+    for (size_t i = 0; i < json_array_size(inputs); i++) {
+        if ((err = parse_input(inf, json_array_get(inputs, i), i, &blob, &blob_left, max_input)) != NULL)
+            goto done;
+    }
+    if (blob_left > 0) {
+        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                               "unexpected additional input data for model '%s': %zu bytes left after the last "
+                               "binary input",
+                               inf->model, blob_left);
+        goto done;
+    }
+    const json_t *outs = json_object_get(root, "outputs");
+    if (outs != NULL)
+        err = parse_outputs(inf, outs);
+done:
+    json_decref(root);
+    return err;
+}
+
+/* Raw binary request (Inference-Header-Content-Length: 0): the whole body is
+ * the data of the model's single input. */
+static imagen_error *
+build_raw(imagen__http_infer *inf, const char *body, size_t body_len)
+{
+    inf->raw = true;
+    const imagen_model_config *cfg = imagen_model_get_config(imagen_request_model(inf->req));
+    if (cfg == NULL || cfg->n_inputs != 1)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "Raw request must only have 1 input (found 1) to be deduced but got %zu inputs in "
+                                "'%s' model configuration",
+                                cfg ? cfg->n_inputs : 0, inf->model);
+    const imagen_tensor_config *tc = &cfg->inputs[0];
+    int64_t shape[IMAGEN_MAX_RANK + 1];
+    size_t rank = 0;
+    if (cfg->max_batch_size > 0)
+        shape[rank++] = 1;
+    if (tc->datatype == IMAGEN_TYPE_BYTES) {
+        if (!(tc->rank == 1 && (tc->dims[0] == 1 || tc->dims[0] == -1)))
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "Raw request for BYTES input '%s' of model '%s' requires the input shape [1]",
+                                    tc->name, inf->model);
+        if (body_len > UINT32_MAX)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "raw BYTES input '%s' is longer than 4 GiB", tc->name);
+        unsigned char *copy = malloc(body_len + 4);
+        if (copy == NULL)
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+        uint32_t n = (uint32_t)body_len;
+        copy[0] = (unsigned char)n;
+        copy[1] = (unsigned char)(n >> 8);
+        copy[2] = (unsigned char)(n >> 16);
+        copy[3] = (unsigned char)(n >> 24);
+        if (body_len)
+            memcpy(copy + 4, body, body_len);
+        IMAGEN_RETURN_IF_ERROR(own(inf, copy));
+        shape[rank++] = 1;
+        return imagen_request_add_input(inf->req, tc->name, tc->datatype, shape, rank, copy, body_len + 4);
+    }
+    size_t es = imagen_datatype_size(tc->datatype);
+    uint64_t fixed = es;
+    int variable = -1;
+    for (size_t i = 0; i < tc->rank; i++) {
+        if (tc->dims[i] < 0) {
+            if (variable >= 0)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "Raw request for input '%s' of model '%s' can have at most one variable-size "
+                                        "dimension",
+                                        tc->name, inf->model);
+            variable = (int)i;
+        } else {
+            if (tc->dims[i] != 0 && fixed > UINT64_MAX / (uint64_t)tc->dims[i])
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' is too large", tc->name);
+            fixed *= (uint64_t)tc->dims[i];
+        }
+    }
+    for (size_t i = 0; i < tc->rank; i++)
+        shape[rank + i] = tc->dims[i];
+    if (variable >= 0) {
+        if (fixed == 0 || body_len % fixed != 0)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "unexpected size for input '%s': %zu bytes is not a multiple of %" PRIu64
+                                    " bytes for model '%s'",
+                                    tc->name, body_len, fixed, inf->model);
+        shape[rank + (size_t)variable] = (int64_t)(body_len / fixed);
+    }
+    rank += tc->rank;
+    return imagen_request_add_input(inf->req, tc->name, tc->datatype, shape, rank, body_len ? body : NULL, body_len);
+}
+
+imagen_error *
+imagen__http_infer_build(imagen_server *srv, const char *model, int64_t version, const char *body, size_t body_len,
+                         bool has_header_len, size_t header_len, size_t max_input_bytes, imagen__http_infer **out)
+{
+    *out = NULL;
+    imagen__http_infer *inf = calloc(1, sizeof(*inf));
+    if (inf == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    inf->model = strdup(model);
+    if (inf->model == NULL) {
+        free(inf);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    inf->id = strdup("");
+    imagen_error *err = inf->id ? imagen_request_new(srv, model, version, &inf->req)
+                                : imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    if (err == NULL) {
+        if (has_header_len && header_len == 0) {
+            err = build_raw(inf, body, body_len);
+        } else {
+            err = build_json(inf, body, body_len, has_header_len ? header_len : body_len, max_input_bytes);
+        }
+    }
+    if (err != NULL) {
+        imagen__http_infer_free(inf);
+        return err;
+    }
+    *out = inf;
+    return NULL;
+}
+
+imagen_request *
+imagen__http_infer_request(imagen__http_infer *inf)
+{
+    return inf->req;
+}
+
+void
+imagen__http_infer_free(imagen__http_infer *inf)
+{
+    if (inf == NULL)
+        return;
+    if (inf->req)
+        imagen_request_release(inf->req);
+    for (size_t i = 0; i < inf->n_owned; i++)
+        free(inf->owned[i]);
+    free(inf->owned);
+    for (size_t i = 0; i < inf->n_outs; i++)
+        free(inf->outs[i].name);
+    free(inf->outs);
+    free(inf->id);
+    free(inf->model);
+    free(inf);
+}
+
+/* ======================================================================
+ * Classification
+ * ==================================================================== */
+
+typedef struct class_item {
+    long double key;  /* exact for every integer type and for doubles */
+    size_t index;
+} class_item;
+
+static int
+class_cmp(const void *a, const void *b)
+{
+    const class_item *x = a, *y = b;
+    if (x->key > y->key)
+        return -1;
+    if (x->key < y->key)
+        return 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Reads element i of a numeric tensor as a sort key and as printed text
+ * (std::to_string of the native type: integers plainly, floats "%f"). */
+static void
+element_value(const imagen_tensor *t, size_t i, long double *key, char *text, size_t text_len)
+{
+    const unsigned char *e = (const unsigned char *)t->data + i * imagen_datatype_size(t->datatype);
+    int64_t s = 0;
+    uint64_t u = 0;
+    double d = 0;
+    int kind = 0; /* 0 signed, 1 unsigned, 2 real */
+    switch (t->datatype) {
+    case IMAGEN_TYPE_BOOL: u = e[0] ? 1 : 0; kind = 1; break;
+    case IMAGEN_TYPE_UINT8: u = e[0]; kind = 1; break;
+    case IMAGEN_TYPE_UINT16: { uint16_t x; memcpy(&x, e, 2); u = x; kind = 1; break; }
+    case IMAGEN_TYPE_UINT32: { uint32_t x; memcpy(&x, e, 4); u = x; kind = 1; break; }
+    case IMAGEN_TYPE_UINT64: { memcpy(&u, e, 8); kind = 1; break; }
+    case IMAGEN_TYPE_INT8: { int8_t x; memcpy(&x, e, 1); s = x; break; }
+    case IMAGEN_TYPE_INT16: { int16_t x; memcpy(&x, e, 2); s = x; break; }
+    case IMAGEN_TYPE_INT32: { int32_t x; memcpy(&x, e, 4); s = x; break; }
+    case IMAGEN_TYPE_INT64: { memcpy(&s, e, 8); break; }
+    case IMAGEN_TYPE_FP32: { float x; memcpy(&x, e, 4); d = x; kind = 2; break; }
+    case IMAGEN_TYPE_FP64: { memcpy(&d, e, 8); kind = 2; break; }
+    default: kind = 2; break;
+    }
+    if (kind == 0) {
+        *key = (long double)s;
+        snprintf(text, text_len, "%" PRId64, s);
+    } else if (kind == 1) {
+        *key = (long double)u;
+        snprintf(text, text_len, "%" PRIu64, u);
+    } else {
+        *key = (long double)d;
+        snprintf(text, text_len, "%f", d);
+    }
+}
+
+imagen_error *
+imagen__http_classify(const imagen_tensor *t, uint64_t k, bool batching, const char *const *labels,
+                      size_t n_labels, imagen_buf *data, int64_t *shape, size_t *rank)
+{
+    imagen_datatype dt = t->datatype;
+    if (dt == IMAGEN_TYPE_BYTES || dt == IMAGEN_TYPE_FP16 || dt == IMAGEN_TYPE_BF16 || dt == IMAGEN_TYPE_INVALID)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "class result not available for output '%s' due to "
+                                "unsupported type '%s'", t->name, imagen_datatype_name(dt));
+    size_t es = imagen_datatype_size(dt);
+    size_t total = t->byte_size / es;
+    size_t batch = 1;
+    if (batching && t->rank >= 1)
+        batch = t->shape[0] < 0 ? 0 : (size_t)t->shape[0];
+    size_t per = batch ? total / batch : 0;
+    size_t kk = k < per ? (size_t)k : per;
+    if (batch * kk > IMAGEN_HTTP_CLASSIFICATION_MAX_ELEMS)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "classification of output '%s' would produce more than %d elements", t->name,
+                                IMAGEN_HTTP_CLASSIFICATION_MAX_ELEMS);
+    class_item *items = per ? malloc(per * sizeof(class_item)) : NULL;
+    if (per && items == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    char value[64], entry[128];
+    for (size_t b = 0; b < batch; b++) {
+        for (size_t i = 0; i < per; i++) {
+            element_value(t, b * per + i, &items[i].key, value, sizeof(value));
+            items[i].index = i;
+        }
+        qsort(items, per, sizeof(class_item), class_cmp);
+        for (size_t j = 0; j < kk; j++) {
+            size_t idx = items[j].index;
+            long double unused;
+            element_value(t, b * per + idx, &unused, value, sizeof(value));
+            int n = snprintf(entry, sizeof(entry), "%s:%zu", value, idx);
+            const char *label = idx < n_labels ? labels[idx] : NULL;
+            size_t label_len = label ? strlen(label) + 1 : 0;
+            uint32_t len = (uint32_t)((size_t)n + label_len);
+            unsigned char prefix[4] = {(unsigned char)len, (unsigned char)(len >> 8), (unsigned char)(len >> 16),
+                                       (unsigned char)(len >> 24)};
+            imagen_buf_append(data, prefix, 4);
+            imagen_buf_append(data, entry, (size_t)n);
+            if (label) {
+                imagen_buf_append_char(data, ':');
+                imagen_buf_append_str(data, label);
+            }
+        }
+    }
+    free(items);
+    if (imagen_buf_failed(data))
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    *rank = 0;
+    if (batching && t->rank >= 1)
+        shape[(*rank)++] = (int64_t)batch;
+    shape[(*rank)++] = (int64_t)kk;
+    return NULL;
+}
+
+/* ======================================================================
+ * Response encoding
+ * ==================================================================== */
+
+typedef struct blob_ref {
+    const void *data;
+    size_t len;
+} blob_ref;
+
+static const out_spec *
+find_spec(const imagen__http_infer *inf, const char *name)
+{
+    for (size_t i = 0; i < inf->n_outs; i++)
+        if (strcmp(inf->outs[i].name, name) == 0)
+            return &inf->outs[i];
+    return NULL;
+}
+
+imagen_error *
+imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, imagen_buf *out, size_t *json_len,
+                          bool *any_binary)
+{
+    size_t n = imagen_response_output_count(resp);
+    blob_ref *blobs = n ? calloc(n, sizeof(blob_ref)) : NULL;
+    imagen_buf *cls = n ? calloc(n, sizeof(imagen_buf)) : NULL;
+    if (n && (blobs == NULL || cls == NULL)) {
+        free(blobs);
+        free(cls);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    imagen_error *err = NULL;
+    const imagen_model *model = imagen_request_model(inf->req);
+    const imagen_model_config *cfg = imagen_model_get_config(model);
+    bool batching = cfg && cfg->max_batch_size > 0;
+    size_t n_blobs = 0;
+    *any_binary = false;
+
+    imagen_buf_append_char(out, '{');
+    if (inf->id && inf->id[0] != '\0') {
+        imagen_buf_append_str(out, "\"id\":");
+        imagen_buf_append_json_string(out, inf->id, strlen(inf->id));
+        imagen_buf_append_char(out, ',');
+    }
+    const char *mname = imagen_response_model_name(resp);
+    if (mname == NULL)
+        mname = inf->model;
+    imagen_buf_append_str(out, "\"model_name\":");
+    imagen_buf_append_json_string(out, mname, strlen(mname));
+    imagen_buf_append_str(out, ",\"model_version\":\"");
+    imagen_buf_append_i64(out, imagen_response_model_version(resp));
+    imagen_buf_append_str(out, "\",\"outputs\":[");
+    for (size_t i = 0; i < n && err == NULL; i++) {
+        const imagen_tensor *t = imagen_response_output(resp, i);
+        const out_spec *spec = find_spec(inf, t->name);
+        bool binary = inf->raw ? true : spec ? spec->binary : inf->binary_default;
+        imagen_tensor view = *t;
+        int64_t cshape[2];
+        if (spec && spec->classification > 0) {
+            size_t n_labels = 0;
+            const char *const *labels = imagen_model_output_labels(model, t->name, &n_labels);
+            size_t crank = 0;
+            imagen_buf_init(&cls[i]);
+            err = imagen__http_classify(t, spec->classification, batching, labels, n_labels, &cls[i], cshape,
+                                        &crank);
+            if (err != NULL)
+                break;
+            view.datatype = IMAGEN_TYPE_BYTES;
+            view.shape = cshape;
+            view.rank = crank;
+            view.data = cls[i].data;
+            view.byte_size = cls[i].len;
+        }
+        if (i)
+            imagen_buf_append_char(out, ',');
+        imagen_buf_append_str(out, "{\"name\":");
+        imagen_buf_append_json_string(out, view.name, strlen(view.name));
+        imagen_buf_append_str(out, ",\"datatype\":\"");
+        imagen_buf_append_str(out, imagen_datatype_name(view.datatype));
+        imagen_buf_append_str(out, "\",\"shape\":");
+        imagen__http_json_append_shape(out, view.shape, view.rank);
+        if (binary) {
+            imagen_buf_append_str(out, ",\"parameters\":{\"binary_data_size\":");
+            imagen_buf_append_u64(out, view.byte_size);
+            imagen_buf_append_str(out, "}}");
+            blobs[n_blobs].data = view.data;
+            blobs[n_blobs].len = view.byte_size;
+            n_blobs++;
+            *any_binary = true;
+        } else {
+            imagen_buf_append_str(out, ",\"data\":");
+            err = imagen__http_json_encode_tensor(out, &view);
+            imagen_buf_append_char(out, '}');
+        }
+    }
+    imagen_buf_append_str(out, "]}");
+    *json_len = out->len;
+    for (size_t i = 0; i < n_blobs && err == NULL; i++)
+        if (blobs[i].len)
+            imagen_buf_append(out, blobs[i].data, blobs[i].len);
+    for (size_t i = 0; i < n; i++)
+        imagen_buf_free(&cls[i]);
+    free(cls);
+    free(blobs);
+    if (err == NULL && imagen_buf_failed(out))
+        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response");
+    return err;
+}

@@ -1,0 +1,227 @@
+/*
+ * Internal interfaces between the files of the HTTP frontend. Nothing here
+ * is public: names carry the imagen__http_ prefix. The pure parts (routing,
+ * JSON tensor coding, binary framing, content coding, classification,
+ * Prometheus escaping) take no locks and touch no sockets, so unit tests
+ * call them directly.
+ */
+#ifndef IMAGEN_HTTP_INTERNAL_H
+#define IMAGEN_HTTP_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "http/http.h"
+#include "imagen/error.h"
+#include "imagen/server.h"
+#include "imagen/types.h"
+
+/* ---- limits (http) ---- */
+#define IMAGEN_HTTP_MAX_PATH_SEGMENTS 8          /* longest route has 7 segments */
+#define IMAGEN_HTTP_CLASSIFICATION_MAX_ELEMS 1000000 /* spec §1.11 */
+#define IMAGEN_HTTP_MAX_HEADER_VALUE_BYTES 4096  /* numeric headers longer than this are rejected */
+
+/* ======================================================================
+ * Routing (http_route.c)
+ * ==================================================================== */
+
+typedef enum {
+    IMAGEN_HTTP_ROUTE_NOT_FOUND = 0,   /* 404 {"error":"Not Found"} */
+    IMAGEN_HTTP_ROUTE_HEALTH_LIVE,
+    IMAGEN_HTTP_ROUTE_HEALTH_READY,
+    IMAGEN_HTTP_ROUTE_SERVER_METADATA,
+    IMAGEN_HTTP_ROUTE_MODEL_METADATA,
+    IMAGEN_HTTP_ROUTE_MODEL_READY,
+    IMAGEN_HTTP_ROUTE_MODEL_CONFIG,
+    IMAGEN_HTTP_ROUTE_MODEL_STATS,     /* model may be empty: all models */
+    IMAGEN_HTTP_ROUTE_INFER,
+    IMAGEN_HTTP_ROUTE_REPO_INDEX,
+    IMAGEN_HTTP_ROUTE_REPO_LOAD,
+    IMAGEN_HTTP_ROUTE_REPO_UNLOAD,
+    IMAGEN_HTTP_ROUTE_LOGGING,
+    IMAGEN_HTTP_ROUTE_SHM_STATUS,      /* system / CUDA shm status (always empty) */
+    IMAGEN_HTTP_ROUTE_SHM_DISABLED,    /* register / unregister: 501 */
+    IMAGEN_HTTP_ROUTE_BAD_VERSION      /* digits that overflow int64: 400 */
+} imagen__http_route_kind;
+
+#define IMAGEN_HTTP_METHOD_GET 1u
+#define IMAGEN_HTTP_METHOD_POST 2u
+
+/* The result of matching a path. Strings point into the matched path and are
+ * NOT NUL-terminated and NOT percent-decoded. */
+typedef struct imagen__http_route {
+    imagen__http_route_kind kind;
+    unsigned methods;          /* IMAGEN_HTTP_METHOD_* allowed on this path */
+    const char *model;         /* ${M}; NULL when the path has none */
+    size_t model_len;
+    const char *repo;          /* ${REPO} of /v2/repository/${REPO}/...; NULL if absent */
+    size_t repo_len;
+    const char *region;        /* shm region name; NULL if absent */
+    size_t region_len;
+    bool cuda_shm;             /* SHM routes: CUDA rather than system */
+    int64_t version;           /* -1 when the path has no version segment */
+    const char *version_text;  /* the version segment as given; NULL if absent */
+    size_t version_len;
+} imagen__http_route;
+
+/* Matches `path` (no query string) against the endpoint table of spec §1.2.
+ * Always fills *out; kind NOT_FOUND means no row matched. Pure; thread-safe. */
+void imagen__http_route_match(const char *path, imagen__http_route *out);
+
+/* Maps an HTTP method name to IMAGEN_HTTP_METHOD_*; 0 for anything else. */
+unsigned imagen__http_method_bit(const char *method);
+
+/* Percent-decodes `len` bytes of `s` into a new NUL-terminated string (owned,
+ * free()). *has_nul is set when a decoded byte is NUL. Malformed escapes are
+ * kept literally. Returns NULL on allocation failure. */
+char *imagen__http_percent_decode(const char *s, size_t len, bool *has_nul);
+
+/* Resolves a numeric or named listen address and port into `ss` (http_server.c,
+ * shared with the metrics daemon). *ipv6 tells the family. */
+struct sockaddr_storage;
+imagen_error *imagen__http_resolve(const char *address, int port, struct sockaddr_storage *ss,
+                                   unsigned *ss_len, bool *ipv6);
+
+/* ======================================================================
+ * Content coding (http_codec.c)
+ * ==================================================================== */
+
+typedef enum {
+    IMAGEN_HTTP_ENC_IDENTITY = 0,
+    IMAGEN_HTTP_ENC_GZIP = 1,
+    IMAGEN_HTTP_ENC_DEFLATE = 2,
+    IMAGEN_HTTP_ENC_UNKNOWN = 3
+} imagen__http_encoding;
+
+/* Parses a Content-Encoding value (NULL/""/"identity" = identity). */
+imagen__http_encoding imagen__http_parse_content_encoding(const char *value);
+/* Picks the response coding from an Accept-Encoding value: the highest q among
+ * identity, gzip and deflate; ties go to the one listed first; NULL/"" or
+ * nothing acceptable = identity. Pure. */
+imagen__http_encoding imagen__http_select_accept_encoding(const char *value);
+/* Content-Encoding token of a coding ("gzip", "deflate"); NULL for identity. */
+const char *imagen__http_encoding_name(imagen__http_encoding enc);
+
+/* Decompresses `in` (gzip or zlib-wrapped deflate; raw deflate accepted as a
+ * fallback) into a new buffer of at most `max_bytes` (owned, free()). Errors:
+ * INVALID_ARG for corrupt data and for output over the limit. */
+imagen_error *imagen__http_inflate(imagen__http_encoding enc, const void *in, size_t len, size_t max_bytes,
+                                   char **out, size_t *out_len);
+/* Compresses into a new buffer (owned, free()). Returns false on failure. */
+bool imagen__http_deflate(imagen__http_encoding enc, const void *in, size_t len, char **out, size_t *out_len);
+
+/* ======================================================================
+ * JSON tensors (http_json.c)
+ * ==================================================================== */
+
+/* Decodes the JSON `data` of input `name` (nested or flat arrays, depth at
+ * most IMAGEN_HTTP_JSON_MAX_DEPTH) into a new contiguous little-endian buffer
+ * holding exactly `expected` elements of `dt` (BYTES as [u32 len][bytes]);
+ * the buffer may hold at most `max_bytes`. With `wrapped`, negative integers
+ * are accepted for unsigned types as the uint64 with the same bits (JSON text
+ * whose integers above INT64_MAX were rewritten so jansson can hold them).
+ * *out is owned (free()); it may be NULL when *out_size is 0. Errors are
+ * INVALID_ARG naming the input. */
+imagen_error *imagen__http_json_decode_tensor(const json_t *data, imagen_datatype dt, uint64_t expected,
+                                              size_t max_bytes, bool wrapped, const char *name, void **out,
+                                              size_t *out_size);
+
+/* Appends the flat JSON array of tensor `t`'s elements to `b`. Fails with
+ * INVALID_ARG for FP16/BF16 and INTERNAL for malformed BYTES data. */
+imagen_error *imagen__http_json_encode_tensor(imagen_buf *b, const imagen_tensor *t);
+
+/* Appends a shape as a JSON array of integers. */
+void imagen__http_json_append_shape(imagen_buf *b, const int64_t *shape, size_t rank);
+
+/* Renders {"error":"<msg>"}. */
+void imagen__http_json_error_body(imagen_buf *b, const char *msg);
+
+/* ======================================================================
+ * Inference (http_infer.c)
+ * ==================================================================== */
+
+typedef struct imagen__http_infer imagen__http_infer;
+
+/* Parses the Inference-Header-Content-Length value against a body of
+ * `body_len` bytes. Errors (INVALID_ARG) for empty, non-digit, negative or
+ * over-long values. Pure. */
+imagen_error *imagen__http_parse_header_length(const char *value, size_t body_len, size_t *out);
+
+/* Builds an inference request for model `model` / `version` from an HTTP body
+ * (already decompressed). `header_len` is the JSON part's length when
+ * has_header_len (0 = raw binary request), else the whole body is JSON.
+ * Input tensors of the request point into `body`, which must outlive the
+ * request. On success *out is owned; free with imagen__http_infer_free(). */
+imagen_error *imagen__http_infer_build(imagen_server *srv, const char *model, int64_t version, const char *body,
+                                       size_t body_len, bool has_header_len, size_t header_len,
+                                       size_t max_input_bytes, imagen__http_infer **out);
+
+/* The request to submit (borrowed; owned by the infer object). */
+imagen_request *imagen__http_infer_request(imagen__http_infer *inf);
+
+/* Encodes a successful response: JSON header followed by binary blobs into
+ * `out`; *json_len is the JSON part's length, *any_binary tells whether any
+ * output went binary. */
+imagen_error *imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, imagen_buf *out,
+                                        size_t *json_len, bool *any_binary);
+
+/* Releases the request and everything the infer object owns. Accepts NULL. */
+void imagen__http_infer_free(imagen__http_infer *inf);
+
+/* Top-K classification of one output (spec §1.11): replaces `t` by BYTES
+ * strings "<value>:<index>[:<label>]" in the [u32 len][bytes] layout, into
+ * `data`; fills shape/rank. `batching` tells whether dim 0 is the batch dim. */
+imagen_error *imagen__http_classify(const imagen_tensor *t, uint64_t k, bool batching, const char *const *labels,
+                                    size_t n_labels, imagen_buf *data, int64_t *shape, size_t *rank);
+
+/* ======================================================================
+ * Administrative endpoints (http_admin.c)
+ * ==================================================================== */
+
+/* A finished, non-inference reply. */
+typedef struct imagen__http_reply {
+    int status;        /* HTTP status */
+    imagen_buf body;   /* owned */
+    bool json;         /* Content-Type: application/json when body is non-empty */
+} imagen__http_reply;
+
+/* Fills `reply` for a non-inference route. `model` is the decoded model name
+ * (NULL when the route has none). May block (load/unload): the caller runs
+ * those off the network threads. */
+void imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, const char *model,
+                               const char *body, size_t body_len, imagen__http_reply *reply);
+
+/* Fills `reply` with the error's JSON body and its HTTP status (the one place
+ * that maps error codes to statuses); consumes `err`. */
+void imagen__http_reply_error(imagen__http_reply *reply, imagen_error *err);
+
+/* ======================================================================
+ * Disconnect watcher (http_watch.c)
+ * ==================================================================== */
+
+typedef struct imagen__http_watch imagen__http_watch;
+
+/* Starts the thread that notices clients closing the sockets of suspended
+ * connections and cancels their queued requests. */
+imagen_error *imagen__http_watch_start(imagen__http_watch **out);
+/* Watches `fd` until removed; on hang-up calls imagen_request_cancel(req)
+ * (req borrowed; the caller keeps its reference until after removal). Returns
+ * a registration id (0 when not watched, e.g. out of memory). */
+uint64_t imagen__http_watch_add(imagen__http_watch *w, int fd, imagen_request *req);
+/* Stops watching; after return the watcher no longer uses the request. */
+void imagen__http_watch_remove(imagen__http_watch *w, uint64_t id);
+void imagen__http_watch_stop(imagen__http_watch *w);
+
+/* ======================================================================
+ * Metrics text helpers (metrics.c)
+ * ==================================================================== */
+
+/* Appends a Prometheus label value with \\, \" and \n escaped. */
+void imagen__metrics_append_label_value(imagen_buf *b, const char *s);
+/* Appends "_<key>" with characters outside [A-Za-z0-9_] replaced by '_'. */
+void imagen__metrics_append_tag_name(imagen_buf *b, const char *key);
+
+#endif /* IMAGEN_HTTP_INTERNAL_H */

@@ -851,6 +851,15 @@ imagen_error *
 imagen__repository_start(imagen_repository *repo)
 {
     const imagen_server_options *o = imagen__server_options(repo->srv);
+    /* A repository root that cannot be read is a start-up error, as in
+     * Triton: serving nothing because of a typo in a path helps nobody. */
+    for (size_t r = 0; r < o->n_model_repositories; r++) {
+        struct stat st;
+        bool exists = stat(o->model_repositories[r], &st) == 0;
+        if (!exists || !S_ISDIR(st.st_mode))
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "failed to open model repository '%s': %s",
+                                    o->model_repositories[r], exists ? "not a directory" : strerror(errno));
+    }
     pthread_mutex_lock(&repo->lock);
     scan_repositories_locked(repo);
     model_entry **todo = calloc(repo->n_entries + o->n_startup_models + 1, sizeof(*todo));

@@ -49,7 +49,7 @@ typedef struct imagen_error imagen_error;
  * on allocation failure a static out-of-memory error is returned, which
  * imagen_error_free() recognises). Thread-safe. */
 imagen_error *imagen_error_new(imagen_error_code code, const char *fmt, ...) IMAGEN_PRINTF(2, 3);
-imagen_error *imagen_error_newv(imagen_error_code code, const char *fmt, va_list ap);
+imagen_error *imagen_error_newv(imagen_error_code code, const char *fmt, va_list ap) IMAGEN_PRINTF(2, 0);
 
 /* Returns a new error with the same code and "<prefix>: <old message>";
  * consumes `err`. Used to add context such as the model name. */

@@ -58,6 +58,7 @@ imagen_buf_reserve(imagen_buf *b, size_t extra)
     }
     b->data = p;
     b->cap = cap;
+    b->data[b->len] = '\0';
     return true;
 }
 

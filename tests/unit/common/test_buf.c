@@ -52,9 +52,23 @@ test_shape_element_count_rejects_overflow(void)
     CHECK_INT_EQ(n, 0);
 }
 
+static void
+test_detach_of_empty_buffer_is_terminated(void)
+{
+    imagen_buf b = IMAGEN_BUF_INIT;
+    size_t len = 99;
+    char *s = imagen_buf_detach(&b, &len);
+    CHECK(s != NULL);
+    CHECK_INT_EQ(len, 0);
+    if (s)
+        CHECK_STR_EQ(s, "");
+    free(s);
+}
+
 int
 main(void)
 {
+    RUN(test_detach_of_empty_buffer_is_terminated);
     RUN(test_json_string_escapes_controls_and_quotes);
     RUN(test_integers_and_doubles);
     RUN(test_datatype_names_round_trip);

@@ -471,7 +471,9 @@ imagen_batcher_create(const imagen_batcher_options *opts, imagen_batcher **out)
     /* Levels and their policies (spec §5.6). Without dynamic_batching there
      * is one unbounded queue without timeouts. */
     b->levels_on = dyn && db->priority_levels > 0;
-    if (b->levels_on && db->priority_levels > SIZE_MAX / sizeof(level_queue)) {
+    /* item->level is 32 bits wide. */
+    if (b->levels_on &&
+        (db->priority_levels > UINT32_MAX || db->priority_levels > SIZE_MAX / sizeof(level_queue))) {
         free_batcher(b);
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "model '%s': priority_levels too large", cfg->name);
     }

@@ -67,7 +67,8 @@ typedef struct imagen_batch_item {
 
 typedef struct imagen_batcher_options {
     const imagen_model_config *config; /* borrowed; outlives the batcher */
-    size_t n_instances;                /* active (non-passive) instances, >= 1 */
+    size_t n_instances;                /* active (non-passive) instances, >= 1; informational:
+                                          instances pull, so no prefetch count is needed */
     /* Completes an item the batcher drops from its queue (never executed):
      * queue timeout with REJECT (UNAVAILABLE "Request timeout expired",
      * reason REJECTED) or cancellation (CANCELLED, reason CANCELED). Takes
@@ -83,23 +84,30 @@ typedef struct imagen_batcher_options {
  * with imagen_batcher_destroy(). */
 imagen_error *imagen_batcher_create(const imagen_batcher_options *opts, imagen_batcher **out);
 
-/* Queues an item at its priority level (spec §5.2). Errors (item not queued):
- * UNAVAILABLE "Exceeds maximum queue size" when the level is full;
- * UNAVAILABLE "Server exiting"-style when the batcher is shut down. */
+/* Queues an item at its priority level (spec §5.2) and sets its deadline
+ * (§5.7). The item is borrowed until it comes back from next_batch or goes
+ * to on_reject. Errors (item not queued, no callback): UNAVAILABLE "Exceeds
+ * maximum queue size" when the level is full; UNAVAILABLE "Server exiting: ..."
+ * when the batcher is shut down; INTERNAL when the deadline heap cannot grow. */
 imagen_error *imagen_batcher_enqueue(imagen_batcher *b, imagen_batch_item *item);
 
 /* Called by a free instance thread: blocks until a batch is formed (spec
- * §5.3) and stores up to `cap` items in `out`, returning their count; every
- * returned item gets a fresh `sequence`. Returns 0 only after
+ * §5.3) and stores up to `cap` (>= 1) items in `out`, returning their count;
+ * `cap` bounds the batch like max_batch_size does. Every returned item gets
+ * a fresh `sequence` and now belongs to the caller. Returns 0 only after
  * imagen_batcher_shutdown() once the queues are empty (queued items are still
- * executed during shutdown, so nothing accepted is lost). */
+ * executed during shutdown, without waiting for max_queue_delay, so nothing
+ * accepted is lost). May call on_reject for expired items before returning. */
 size_t imagen_batcher_next_batch(imagen_batcher *b, imagen_batch_item **out, size_t cap);
 
 /* Drops the item if it is still queued, completing it through on_reject with
- * CANCELLED. Returns true if it was dropped, false if already dequeued. */
+ * CANCELLED "Request cancelled" (reason CANCELED) on the calling thread.
+ * Returns true if it was dropped, false if it is not queued (already handed
+ * to an instance, already rejected, or its enqueue failed). */
 bool imagen_batcher_cancel(imagen_batcher *b, imagen_batch_item *item);
 
-/* Requests queued and not yet handed to an instance. */
+/* Requests queued and not yet handed to an instance (the
+ * nv_inference_pending_request_count gauge). Lock-free; any thread. */
 size_t imagen_batcher_pending_count(imagen_batcher *b);
 
 /* preserve_ordering: true when responses must be released in dequeue order. */
@@ -118,7 +126,10 @@ void imagen_batcher_complete(imagen_batcher *b, imagen_batch_item *item,
 void imagen_batcher_shutdown(imagen_batcher *b);
 
 /* Joins the timer thread and frees. All instance threads must have returned
- * from next_batch. Accepts NULL. */
+ * from next_batch. Items still queued (no instance drained them) go to
+ * on_reject with UNAVAILABLE and reason OTHER; preserve_ordering items held
+ * behind one that never completed are delivered in sequence order.
+ * Accepts NULL. */
 void imagen_batcher_destroy(imagen_batcher *b);
 
 #endif /* IMAGEN_CORE_BATCHER_H */

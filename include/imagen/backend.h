@@ -84,7 +84,8 @@ int64_t imagen_backend_model_version(const imagen_backend_model *model);
 /* The model directory (<repo>/<model>) and version directory; borrowed. */
 const char *imagen_backend_model_directory(const imagen_backend_model *model);
 const char *imagen_backend_model_version_directory(const imagen_backend_model *model);
-/* The validated config (NULL inside model_auto_complete); borrowed. */
+/* The validated config; inside model_auto_complete, the config as read
+ * before completion (parameters are there). Borrowed. */
 const imagen_model_config *imagen_backend_model_config(const imagen_backend_model *model);
 /* Config parameter string_value, or NULL; borrowed. */
 const char *imagen_backend_model_parameter(const imagen_backend_model *model, const char *key);

@@ -63,7 +63,7 @@ struct imagen_backend_model {
     int64_t version;                 /* -1 during auto-complete */
     const char *model_dir;
     const char *version_dir;         /* NULL during auto-complete */
-    const imagen_model_config *config; /* NULL during auto-complete */
+    const imagen_model_config *config; /* during auto-complete: before completion */
 };
 
 typedef struct output_labels {

@@ -480,7 +480,7 @@ prepare_config(imagen_repository *repo, const char *name, const char *dir, const
             err = imagen__server_find_backend(srv, mc->backend, &backend);
     }
     if (!err && backend->model_auto_complete && !o->disable_auto_complete_config) {
-        struct imagen_backend_model view = {name, -1, dir, NULL, NULL};
+        struct imagen_backend_model view = {name, -1, dir, NULL, mc}; /* config as read, before completion */
         err = backend->model_auto_complete(&view, msg);
         if (!err)
             err = imagen_config_normalize(msg, &af);

@@ -358,7 +358,9 @@ def test_concurrent_slow_requests_do_not_block_other_connections(repo, server_fa
 
 
 def test_client_disconnect_cancels_queued_request(repo, server_factory):
-    write_model(repo, "timed", timed_config(fixed_us=500000, max_batch_size=0,
+    # The first request must still run while the second is queued and its
+    # client leaves, also under valgrind (SLOW), so its duration scales too.
+    write_model(repo, "timed", timed_config(fixed_us=int(500000 * SLOW), max_batch_size=0,
                                             extra="instance_group [ { count: 1 kind: KIND_CPU } ]")
                 .replace("dims: [ -1 ]", "dims: [ 3 ]"))
     s = server_factory(repo)

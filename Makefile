@@ -64,8 +64,8 @@ test-sanitize: build
 	  IMAGEN_SERVER_BIN=$(CURDIR)/$(BUILD_DIR)/imagen-server $(PYTHON) -m pytest $(PYTEST_FLAGS) tests/integration
 
 fuzz:
-	@if [ -x fuzz/run-config-fuzz.sh ]; then \
-	  echo fuzz/run-config-fuzz.sh; fuzz/run-config-fuzz.sh; \
+	@if [ -f fuzz/run-config-fuzz.sh ]; then \
+	  echo bash fuzz/run-config-fuzz.sh; bash fuzz/run-config-fuzz.sh; \
 	else \
 	  echo "fuzz/run-config-fuzz.sh not present; nothing to fuzz yet"; \
 	fi
@@ -78,8 +78,8 @@ format-check:
 
 bench: build
 	scripts/install-deps.sh bench
-	@if [ -x bench/run-all.sh ]; then \
-	  echo bench/run-all.sh; bench/run-all.sh; \
+	@if [ -f bench/run-all.sh ]; then \
+	  echo bash bench/run-all.sh; bash bench/run-all.sh; \
 	else \
 	  echo "bench/run-all.sh not present; no benchmarks yet"; \
 	fi

@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/sync.h"
 #include "imagen/server.h"
 
 typedef enum {
@@ -33,7 +34,7 @@ typedef enum {
     FLAG_ACTION   /* bool set to true; never takes a value (--help) */
 } flag_type;
 
-#define FLAG_F_REQUIRED 0x1u /* must be given at least once */
+#define FLAG_F_REQUIRED 0x1u /* FLAG_LIST only: must be given at least once */
 
 typedef struct flag_row {
     const char *name;  /* without the leading "--" */
@@ -424,7 +425,7 @@ validate(imagen_cli_options *opts, char *err, size_t errlen)
         if (!(row->flags & FLAG_F_REQUIRED))
             continue;
         const imagen_cli_list *list = (const imagen_cli_list *)((const char *)opts + row->offset);
-        if (row->type == FLAG_LIST && list->n == 0) {
+        if (IMAGEN_ALWAYS(row->type == FLAG_LIST) && list->n == 0) {
             set_err(err, errlen, "missing required flag --%s=<%s>", row->name, row->metavar);
             return IMAGEN_CLI_ERROR;
         }

@@ -8,7 +8,6 @@
  * requests or touch models itself; it only wires the modules together.
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -57,7 +56,7 @@ shutdown_main(void *arg)
         imagen_server_destroy(ctx->server);
     }
     uint64_t one = 1;
-    while (write(ctx->done_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+    while (ctx->done_fd >= 0 && write(ctx->done_fd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
     return NULL;
 }
@@ -75,6 +74,12 @@ read_signal(int sfd)
             continue;
         return 0;
     }
+}
+
+static const char *
+signal_name(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
 }
 
 /* Applies the logging flags. Returns false if the log file cannot be opened. */
@@ -134,29 +139,13 @@ fill_server_options(const imagen_cli_options *opts, imagen_server_options *so)
     so->n_builtin_backends = imagen_builtin_backend_count;
 }
 
-/* Starts the endpoints the flags ask for. On failure logs the address at
- * fault and returns false; whatever started is left in *ctx for cleanup. */
+/* Starts the endpoints the flags ask for, metrics first so that once HTTP
+ * answers /v2/health/ready every endpoint is up. On failure logs the address
+ * at fault and returns false; whatever started is left in *ctx for cleanup. */
 static bool
 start_endpoints(const imagen_cli_options *opts, shutdown_ctx *ctx)
 {
     imagen_error *err;
-    if (opts->allow_http) {
-        imagen_http_options ho;
-        imagen_http_options_init(&ho);
-        ho.address = opts->http_address;
-        ho.port = opts->http_port;
-        ho.thread_count = opts->http_thread_count;
-        ho.max_input_size = opts->http_max_input_size;
-        ho.reuse_port = opts->reuse_http_port;
-        err = imagen_http_start(ctx->server, &ho, &ctx->http);
-        if (err != NULL) {
-            IMAGEN_LOG_ERROR_(COMPONENT, "failed to start HTTP service at %s:%d: %s", ho.address, ho.port,
-                              imagen_error_message(err));
-            imagen_error_free(err);
-            return false;
-        }
-        IMAGEN_LOG_INFO_(COMPONENT, "Started HTTPService at %s:%d", ho.address, imagen_http_port(ctx->http));
-    }
     if (opts->allow_metrics) {
         imagen_metrics_options mo;
         imagen_metrics_options_init(&mo);
@@ -175,6 +164,23 @@ start_endpoints(const imagen_cli_options *opts, shutdown_ctx *ctx)
         }
         IMAGEN_LOG_INFO_(COMPONENT, "Started Metrics Service at %s:%d", mo.address, imagen_metrics_port(ctx->metrics));
     }
+    if (opts->allow_http) {
+        imagen_http_options ho;
+        imagen_http_options_init(&ho);
+        ho.address = opts->http_address;
+        ho.port = opts->http_port;
+        ho.thread_count = opts->http_thread_count;
+        ho.max_input_size = opts->http_max_input_size;
+        ho.reuse_port = opts->reuse_http_port;
+        err = imagen_http_start(ctx->server, &ho, &ctx->http);
+        if (err != NULL) {
+            IMAGEN_LOG_ERROR_(COMPONENT, "failed to start HTTP service at %s:%d: %s", ho.address, ho.port,
+                              imagen_error_message(err));
+            imagen_error_free(err);
+            return false;
+        }
+        IMAGEN_LOG_INFO_(COMPONENT, "Started HTTPService at %s:%d", ho.address, imagen_http_port(ctx->http));
+    }
     return true;
 }
 
@@ -187,17 +193,12 @@ serve_until_signal(int sfd, shutdown_ctx *ctx, int exit_timeout_secs)
 {
     int sig = read_signal(sfd);
     IMAGEN_LOG_INFO_(COMPONENT, "received %s; shutting down (waiting up to %d s for in-flight requests)",
-                     sig == SIGINT    ? "SIGINT"
-                     : sig == SIGTERM ? "SIGTERM"
-                                      : "a signal",
-                     exit_timeout_secs);
+                     signal_name(sig), exit_timeout_secs);
     ctx->done_fd = eventfd(0, EFD_CLOEXEC);
     pthread_t tid;
     if (ctx->done_fd < 0 || pthread_create(&tid, NULL, shutdown_main, ctx) != 0) {
         /* No helper thread: drain here; a second signal waits until the end. */
         IMAGEN_LOG_WARN_(COMPONENT, "cannot start the shutdown thread; draining on the main thread");
-        if (ctx->done_fd < 0)
-            ctx->done_fd = eventfd(0, EFD_CLOEXEC);
         shutdown_main(ctx);
     } else {
         struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = ctx->done_fd, .events = POLLIN}};
@@ -208,9 +209,8 @@ serve_until_signal(int sfd, shutdown_ctx *ctx, int exit_timeout_secs)
                 break;
             }
             if (fds[0].revents & POLLIN) {
-                int again = read_signal(sfd);
                 IMAGEN_LOG_ERROR_(COMPONENT, "received %s during shutdown; exiting immediately",
-                                  again == SIGINT ? "SIGINT" : "SIGTERM");
+                                  signal_name(read_signal(sfd)));
                 _exit(EXIT_UNCLEAN);
             }
             if (fds[1].revents & POLLIN)

@@ -24,6 +24,18 @@ def read_log(server):
         return f.read().decode(errors="replace")
 
 
+def wait_pending(server, model, n, timeout=10.0):
+    """Waits until nv_inference_pending_request_count of `model` reaches n."""
+    prefix = f'nv_inference_pending_request_count{{model="{model}",'
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        for line in server.metrics().splitlines():
+            if line.startswith(prefix) and float(line.rsplit(" ", 1)[1]) >= n:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"{model}: fewer than {n} requests pending after {timeout * SLOW} s")
+
+
 class Client(threading.Thread):
     """Sends one inference request to `model` and records the outcome."""
 
@@ -47,14 +59,15 @@ class Client(threading.Thread):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_drains_inflight_requests(repo, server_factory, sig):
     # One instance, 400 ms per request: when the signal arrives one request is
-    # executing and the others are still queued; all must complete.
-    timed_model(repo, "slow", 400000)
+    # executing and the others are still queued; all must complete. (Under a
+    # slow wrapper every duration is stretched alike.)
+    timed_model(repo, "slow", int(400000 * SLOW))
     s = server_factory(repo)
     clients = []
     for i in range(3):
         clients.append(Client(s, "slow", float(i + 1)))
         time.sleep(0.05 * SLOW)
-    time.sleep(0.15 * SLOW)
+    wait_pending(s, "slow", 2)  # one executing, two queued
     t0 = time.monotonic()
     rc = s.stop(sig)
     elapsed = time.monotonic() - t0
@@ -109,7 +122,7 @@ def test_second_signal_exits_immediately(repo, server_factory):
 
 
 def test_requests_after_signal_are_refused(repo, server_factory):
-    timed_model(repo, "slow", 600000)
+    timed_model(repo, "slow", int(600000 * SLOW))
     s = server_factory(repo)
     c = Client(s, "slow", 1.0)
     time.sleep(0.2 * SLOW)

@@ -37,7 +37,9 @@ struct imagen_http {
     size_t max_input;              /* bytes */
     int port;
     MHD_socket quiesced_fd;        /* listen socket returned by quiesce; closed after stop */
-    atomic_size_t inflight;        /* suspended connections awaiting a completion */
+    atomic_size_t inflight;        /* infer/admin requests whose reply is not yet sent
+                                      (counted at suspend, uncounted when MHD reports
+                                      the request completed) */
 };
 
 typedef enum {
@@ -56,6 +58,7 @@ typedef struct http_req {
     char *body;                    /* received bytes; owned */
     size_t len, cap;
     bool too_large;                /* body over the limit: discard the rest, answer 400 */
+    bool counted;                  /* counted in http->inflight until completed */
     size_t received;               /* total bytes offered, counted even while discarding */
     char *inflated;                /* decompressed body; owned */
     char *model;                   /* decoded ${M}; owned */
@@ -149,7 +152,6 @@ on_infer_done(imagen_response *response, void *user_data)
     MHD_resume_connection(r->conn);
     /* r may be freed as soon as the lock is released. */
     pthread_mutex_unlock(&r->mu);
-    atomic_fetch_sub(&http->inflight, 1);
 }
 
 static enum MHD_Result
@@ -175,6 +177,7 @@ start_infer(http_req *r, const char *body, size_t len)
      * imagen_server_infer_async() even returns, and resuming a connection
      * that is not suspended is undefined. */
     r->phase = PHASE_WAITING;
+    r->counted = true;
     atomic_fetch_add(&http->inflight, 1);
     MHD_suspend_connection(conn);
     imagen_request *req = imagen__http_infer_request(r->inf);
@@ -187,7 +190,6 @@ start_infer(http_req *r, const char *body, size_t len)
         r->phase = PHASE_READY;
         MHD_resume_connection(conn);
         pthread_mutex_unlock(&r->mu);
-        atomic_fetch_sub(&http->inflight, 1);
         return MHD_YES;
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -267,7 +269,6 @@ admin_thread(void *arg)
     r->phase = PHASE_READY;
     MHD_resume_connection(r->conn);
     pthread_mutex_unlock(&r->mu);
-    atomic_fetch_sub(&http->inflight, 1);
     return NULL;
 }
 
@@ -277,6 +278,7 @@ start_admin_async(http_req *r)
     imagen_http *http = r->http;
     r->has_reply = true;
     r->phase = PHASE_WAITING;
+    r->counted = true;
     atomic_fetch_add(&http->inflight, 1);
     MHD_suspend_connection(r->conn);
     pthread_attr_t attr;
@@ -474,6 +476,10 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
         IMAGEN_LOG_WARN_("http", "connection closed with a request in flight (termination code %d)", (int)toe);
         return;
     }
+    /* The reply has been sent (or the client left): only now may shutdown
+     * stop the daemon without cutting this response short. */
+    if (r->counted)
+        atomic_fetch_sub(&r->http->inflight, 1);
     if (r->resp)
         imagen_response_free(r->resp);
     imagen__http_infer_free(r->inf);

@@ -26,10 +26,23 @@ WRAPPER = shlex.split(os.environ.get("IMAGEN_TEST_WRAPPER", ""))
 SLOW = 20.0 if WRAPPER else 1.0
 
 
+def free_ports(count):
+    """`count` distinct free ports: every socket stays open until all are
+    chosen, so the kernel cannot hand the same port out twice."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def write_model(repo, name, config, versions=(1,), files=None):
@@ -86,9 +99,7 @@ class Server:
 
     def __init__(self, repo, args=(), env=None, wait_ready=True, expect_fail=False):
         self.repo = str(repo)
-        self.http_port = free_port()
-        self.grpc_port = free_port()
-        self.metrics_port = free_port()
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         self.log_path = tempfile.mktemp(prefix="imagen-server-", suffix=".log")
         cmd = WRAPPER + [
             SERVER_BIN,

@@ -36,20 +36,20 @@ extern "C" {
 #define IMAGEN_BACKEND_ABI_VERSION 1
 #define IMAGEN_BACKEND_ENTRY_SYMBOL "imagen_backend_entry"
 
-typedef struct imagen_backend_model imagen_backend_model;  /* core's view of a loading model version */
+typedef struct imagen_backend_model imagen_backend_model; /* core's view of a loading model version */
 typedef struct imagen_request imagen_request;
 
 typedef struct imagen_backend_instance_info {
-    const char *name;            /* "<group>_<k>" */
-    size_t index;                /* 0-based across the model's instances */
-    imagen_instance_kind kind;   /* CPU or GPU (never AUTO) */
-    int device_id;               /* GPU id, or 0 */
-    int cpu_threads;             /* threads this instance may use (>= 1) */
+    const char *name;          /* "<group>_<k>" */
+    size_t index;              /* 0-based across the model's instances */
+    imagen_instance_kind kind; /* CPU or GPU (never AUTO) */
+    int device_id;             /* GPU id, or 0 */
+    int cpu_threads;           /* threads this instance may use (>= 1) */
 } imagen_backend_instance_info;
 
 typedef struct imagen_backend {
-    uint32_t abi_version;        /* IMAGEN_BACKEND_ABI_VERSION the backend was built for */
-    const char *name;            /* config `backend` value this serves, e.g. "imageops" */
+    uint32_t abi_version; /* IMAGEN_BACKEND_ABI_VERSION the backend was built for */
+    const char *name;     /* config `backend` value this serves, e.g. "imageops" */
 
     /* Optional. Called before validation when auto-complete is allowed: may
      * add inputs, outputs, max_batch_size and dynamic_batching to `msg`. */

@@ -26,21 +26,21 @@ extern "C" {
 #endif
 
 /* X(code, name, http status, grpc status) — spec §0. */
-#define IMAGEN_ERROR_CODES(X)                        \
-    X(UNKNOWN, "UNKNOWN", 400, 2)                    \
-    X(INTERNAL, "INTERNAL", 500, 13)                 \
-    X(NOT_FOUND, "NOT_FOUND", 404, 5)                \
-    X(INVALID_ARG, "INVALID_ARG", 400, 3)            \
-    X(UNAVAILABLE, "UNAVAILABLE", 503, 14)           \
-    X(UNSUPPORTED, "UNSUPPORTED", 501, 12)           \
-    X(ALREADY_EXISTS, "ALREADY_EXISTS", 400, 6)      \
+#define IMAGEN_ERROR_CODES(X)                   \
+    X(UNKNOWN, "UNKNOWN", 400, 2)               \
+    X(INTERNAL, "INTERNAL", 500, 13)            \
+    X(NOT_FOUND, "NOT_FOUND", 404, 5)           \
+    X(INVALID_ARG, "INVALID_ARG", 400, 3)       \
+    X(UNAVAILABLE, "UNAVAILABLE", 503, 14)      \
+    X(UNSUPPORTED, "UNSUPPORTED", 501, 12)      \
+    X(ALREADY_EXISTS, "ALREADY_EXISTS", 400, 6) \
     X(CANCELLED, "CANCELLED", 400, 1)
 
 typedef enum imagen_error_code {
 #define IMAGEN_ERROR_ENUM_(code, name, http, grpc) IMAGEN_ERR_##code,
     IMAGEN_ERROR_CODES(IMAGEN_ERROR_ENUM_)
 #undef IMAGEN_ERROR_ENUM_
-    IMAGEN_ERR_CODE_COUNT_
+        IMAGEN_ERR_CODE_COUNT_
 } imagen_error_code;
 
 typedef struct imagen_error imagen_error;
@@ -68,11 +68,11 @@ int imagen_error_code_http_status(imagen_error_code code);
 int imagen_error_code_grpc_status(imagen_error_code code);
 
 /* Propagates a non-NULL error to the caller in one line. */
-#define IMAGEN_RETURN_IF_ERROR(expr)             \
-    do {                                         \
-        imagen_error *imagen_err__ = (expr);     \
-        if (imagen_err__ != NULL)                \
-            return imagen_err__;                 \
+#define IMAGEN_RETURN_IF_ERROR(expr)         \
+    do {                                     \
+        imagen_error *imagen_err__ = (expr); \
+        if (imagen_err__ != NULL)            \
+            return imagen_err__;             \
     } while (0)
 
 #ifdef __cplusplus

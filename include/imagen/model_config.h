@@ -29,17 +29,22 @@ extern "C" {
 #endif
 
 /* Limits for configs read from disk or the network. */
-#define IMAGEN_CONFIG_MAX_BYTES (4u << 20)   /* config.pbtxt / JSON size */
-#define IMAGEN_CONFIG_MAX_DEPTH 32           /* message nesting */
-#define IMAGEN_CONFIG_MAX_TENSORS 1024       /* inputs or outputs per model */
-#define IMAGEN_CONFIG_MAX_INSTANCES 256      /* instances per model (all groups) */
+#define IMAGEN_CONFIG_MAX_BYTES (4u << 20) /* config.pbtxt / JSON size */
+#define IMAGEN_CONFIG_MAX_DEPTH 32         /* message nesting */
+#define IMAGEN_CONFIG_MAX_TENSORS 1024     /* inputs or outputs per model */
+#define IMAGEN_CONFIG_MAX_INSTANCES 256    /* instances per model (all groups) */
 #define IMAGEN_CONFIG_MAX_BATCH_SIZE (1 << 20)
 
 typedef struct imagen_config_msg imagen_config_msg;
 
 /* ---- enums (numbers as in model_config.proto) ---- */
 typedef enum { IMAGEN_FORMAT_NONE = 0, IMAGEN_FORMAT_NHWC = 1, IMAGEN_FORMAT_NCHW = 2 } imagen_tensor_format;
-typedef enum { IMAGEN_KIND_AUTO = 0, IMAGEN_KIND_GPU = 1, IMAGEN_KIND_CPU = 2, IMAGEN_KIND_MODEL = 3 } imagen_instance_kind;
+typedef enum {
+    IMAGEN_KIND_AUTO = 0,
+    IMAGEN_KIND_GPU = 1,
+    IMAGEN_KIND_CPU = 2,
+    IMAGEN_KIND_MODEL = 3
+} imagen_instance_kind;
 typedef enum { IMAGEN_TIMEOUT_REJECT = 0, IMAGEN_TIMEOUT_DELAY = 1 } imagen_timeout_action;
 typedef enum {
     IMAGEN_VERSION_POLICY_LATEST = 0,
@@ -55,26 +60,26 @@ typedef struct imagen_tensor_config {
     bool has_reshape;
     int64_t reshape[IMAGEN_MAX_RANK];
     size_t reshape_rank;
-    imagen_tensor_format format;   /* inputs only */
-    bool optional;                 /* inputs only */
-    bool allow_ragged_batch;       /* inputs only */
+    imagen_tensor_format format; /* inputs only */
+    bool optional;               /* inputs only */
+    bool allow_ragged_batch;     /* inputs only */
     bool is_shape_tensor;
-    char *label_filename;          /* outputs only; NULL when unset */
+    char *label_filename; /* outputs only; NULL when unset */
 } imagen_tensor_config;
 
 typedef struct imagen_queue_policy {
     imagen_timeout_action timeout_action;
-    uint64_t default_timeout_us;   /* 0 = no timeout */
+    uint64_t default_timeout_us; /* 0 = no timeout */
     bool allow_timeout_override;
-    uint32_t max_queue_size;       /* 0 = unbounded */
+    uint32_t max_queue_size; /* 0 = unbounded */
 } imagen_queue_policy;
 
 typedef struct imagen_dynamic_batching {
-    int32_t *preferred_batch_sizes;   /* after normalization: [max_batch_size] when none given */
+    int32_t *preferred_batch_sizes; /* after normalization: [max_batch_size] when none given */
     size_t n_preferred_batch_sizes;
     uint64_t max_queue_delay_us;
     bool preserve_ordering;
-    uint64_t priority_levels;         /* 0 = one queue */
+    uint64_t priority_levels; /* 0 = one queue */
     uint64_t default_priority_level;
     imagen_queue_policy default_queue_policy;
     /* Policy of each level, indexed 1..priority_levels (index 0 unused);
@@ -85,7 +90,7 @@ typedef struct imagen_dynamic_batching {
 
 typedef struct imagen_instance_group {
     char *name;
-    imagen_instance_kind kind;  /* after normalization never AUTO */
+    imagen_instance_kind kind; /* after normalization never AUTO */
     int32_t count;
     int32_t *gpus;
     size_t n_gpus;
@@ -94,7 +99,7 @@ typedef struct imagen_instance_group {
 
 typedef struct imagen_config_param {
     char *key;
-    char *value;                 /* ModelParameter.string_value */
+    char *value; /* ModelParameter.string_value */
 } imagen_config_param;
 
 typedef enum { IMAGEN_WARMUP_ZERO = 0, IMAGEN_WARMUP_RANDOM = 1, IMAGEN_WARMUP_FILE = 2 } imagen_warmup_data;
@@ -105,22 +110,22 @@ typedef struct imagen_warmup_input {
     int64_t dims[IMAGEN_MAX_RANK];
     size_t rank;
     imagen_warmup_data source;
-    char *input_data_file;       /* relative to <model>/warmup/ when source == FILE */
+    char *input_data_file; /* relative to <model>/warmup/ when source == FILE */
 } imagen_warmup_input;
 
 typedef struct imagen_warmup {
     char *name;
     uint32_t batch_size;
-    uint32_t count;              /* 0 = once */
+    uint32_t count; /* 0 = once */
     imagen_warmup_input *inputs;
     size_t n_inputs;
 } imagen_warmup;
 
 typedef struct imagen_model_config {
     char *name;
-    char *platform;              /* "" when unset */
-    char *backend;               /* "" when unset */
-    char *default_model_filename;/* "" when unset */
+    char *platform;               /* "" when unset */
+    char *backend;                /* "" when unset */
+    char *default_model_filename; /* "" when unset */
     imagen_version_policy_kind version_policy;
     uint32_t latest_num_versions;
     int64_t *specific_versions;
@@ -144,7 +149,7 @@ typedef struct imagen_model_config {
     size_t n_warmups;
     bool decoupled;
     bool response_cache;
-    imagen_config_msg *msg;      /* owned; the full message this was built from */
+    imagen_config_msg *msg; /* owned; the full message this was built from */
 } imagen_model_config;
 
 /* ---- imagen_config_msg: parse, render, edit ---- */
@@ -153,8 +158,7 @@ typedef struct imagen_model_config {
  * message. `filename` is used in error messages, which have the form
  * "<filename>:<line>:<col>: <what> (field '<name>')". `text` need not be
  * NUL-terminated. On success *out is owned by the caller. Thread-safe. */
-imagen_error *imagen_config_parse_text(const char *text, size_t len, const char *filename,
-                                       imagen_config_msg **out);
+imagen_error *imagen_config_parse_text(const char *text, size_t len, const char *filename, imagen_config_msg **out);
 
 /* Parses protobuf-JSON (proto field names or lowerCamelCase; enum names
  * case-insensitive; unknown fields rejected) as the load API's "config"
@@ -179,10 +183,10 @@ imagen_error *imagen_config_msg_to_protobuf(const imagen_config_msg *msg, uint8_
 
 /* What normalization needs to know about the model directory. */
 typedef struct imagen_config_autofill {
-    const char *model_name;          /* directory name */
-    const char *first_version_dir;   /* path of the lexicographically first version
-                                        directory, or NULL if there is none */
-    bool gpu_available;              /* KIND_AUTO resolves to KIND_GPU only if true */
+    const char *model_name;        /* directory name */
+    const char *first_version_dir; /* path of the lexicographically first version
+                                      directory, or NULL if there is none */
+    bool gpu_available;            /* KIND_AUTO resolves to KIND_GPU only if true */
 } imagen_config_autofill;
 
 /* Applies Triton's load-time normalization to `msg` in place (spec §3.10):

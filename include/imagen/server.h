@@ -33,10 +33,10 @@ extern "C" {
 #define IMAGEN_REQUEST_MAX_INPUTS 1024
 #define IMAGEN_REQUEST_MAX_OUTPUTS 1024
 #define IMAGEN_REQUEST_MAX_ELEMENTS (UINT64_C(1) << 40)
-#define IMAGEN_NAME_MAX_BYTES 1024   /* model, tensor, parameter names */
+#define IMAGEN_NAME_MAX_BYTES 1024 /* model, tensor, parameter names */
 
 typedef struct imagen_server imagen_server;
-typedef struct imagen_model imagen_model;       /* one loaded, ref-counted model version */
+typedef struct imagen_model imagen_model; /* one loaded, ref-counted model version */
 typedef struct imagen_request imagen_request;
 typedef struct imagen_response imagen_response;
 
@@ -57,19 +57,19 @@ typedef struct imagen_server_options {
     const char *const *model_repositories; /* one or more repository roots */
     size_t n_model_repositories;
     imagen_model_control_mode control_mode;
-    int repository_poll_secs;              /* poll mode interval, > 0; default 15 */
-    const char *const *startup_models;     /* explicit mode --load-model names ("*" = all) */
+    int repository_poll_secs;          /* poll mode interval, > 0; default 15 */
+    const char *const *startup_models; /* explicit mode --load-model names ("*" = all) */
     size_t n_startup_models;
-    const char *model_config_name;         /* --model-config-name, NULL = config.pbtxt */
-    bool strict_readiness;                 /* default true */
-    bool exit_on_error;                    /* default true: create fails if a model fails */
-    bool disable_auto_complete_config;     /* default false */
-    const char *backend_directory;         /* external backends; NULL = none */
-    const char *server_id;                 /* default "triton" */
-    int model_load_thread_count;           /* default 4 */
-    int exit_timeout_secs;                 /* drain bound on stop; default 30 */
-    int cpu_threads;                       /* threads a backend may use in total; 0 = cores */
-    bool latency_histograms;               /* keep nv_inference_first_response_histogram_ms */
+    const char *model_config_name;     /* --model-config-name, NULL = config.pbtxt */
+    bool strict_readiness;             /* default true */
+    bool exit_on_error;                /* default true: create fails if a model fails */
+    bool disable_auto_complete_config; /* default false */
+    const char *backend_directory;     /* external backends; NULL = none */
+    const char *server_id;             /* default "triton" */
+    int model_load_thread_count;       /* default 4 */
+    int exit_timeout_secs;             /* drain bound on stop; default 30 */
+    int cpu_threads;                   /* threads a backend may use in total; 0 = cores */
+    bool latency_histograms;           /* keep nv_inference_first_response_histogram_ms */
     /* Backends compiled into the program (src/backends/registry.c); the core
      * knows backends only through this table and --backend-directory. */
     const struct imagen_backend *const *builtin_backends;
@@ -111,8 +111,7 @@ size_t imagen_server_inflight_count(imagen_server *srv);
  * INVALID_ARG "Request for unknown model: '<m>' is not found"; no READY
  * version -> NOT_FOUND / UNAVAILABLE. *out must be released with
  * imagen_model_release(). */
-imagen_error *imagen_server_model_acquire(imagen_server *srv, const char *name, int64_t version,
-                                          imagen_model **out);
+imagen_error *imagen_server_model_acquire(imagen_server *srv, const char *name, int64_t version, imagen_model **out);
 void imagen_model_release(imagen_model *model);
 
 /* Accessors on an acquired model; results are borrowed for as long as the
@@ -129,32 +128,31 @@ bool imagen_server_model_is_ready(imagen_server *srv, const char *name, int64_t 
 
 /* The READY versions of a model, ascending. *versions is owned (free()).
  * Unknown model -> INVALID_ARG as for acquire. */
-imagen_error *imagen_server_model_ready_versions(imagen_server *srv, const char *name,
-                                                 int64_t **versions, size_t *n);
+imagen_error *imagen_server_model_ready_versions(imagen_server *srv, const char *name, int64_t **versions, size_t *n);
 
 /* One row of the repository index (spec §1.8). */
 typedef struct imagen_repository_entry {
     char *name;
-    int64_t version;      /* -1 when the row is about the model, not a version */
+    int64_t version; /* -1 when the row is about the model, not a version */
     /* Static: "READY", "UNAVAILABLE", "LOADING", "UNLOADING", "UNKNOWN".
      * NULL for a model found on disk and never loaded (printed as name
      * only). With version -1 and a state, the model failed before any
      * version could be loaded (e.g. a bad config.pbtxt): print name, state
      * and reason without "version". */
     const char *state;
-    char *reason;         /* "" when none */
+    char *reason; /* "" when none */
 } imagen_repository_entry;
 
 /* Lists every model in the repositories and every version the server knows,
  * sorted by name then version. *entries is owned; free with
  * imagen_repository_index_free(). */
-imagen_error *imagen_server_repository_index(imagen_server *srv, bool ready_only,
-                                             imagen_repository_entry **entries, size_t *n);
+imagen_error *imagen_server_repository_index(imagen_server *srv, bool ready_only, imagen_repository_entry **entries,
+                                             size_t *n);
 void imagen_repository_index_free(imagen_repository_entry *entries, size_t n);
 
 /* A file supplied with a load request ("file:<version>/<path>" parameters). */
 typedef struct imagen_model_file {
-    const char *path;     /* relative, e.g. "1/model.onnx" */
+    const char *path; /* relative, e.g. "1/model.onnx" */
     const void *data;
     size_t size;
 } imagen_model_file;
@@ -202,13 +200,12 @@ extern const double imagen_latency_buckets_ms[IMAGEN_LATENCY_BUCKET_COUNT];
 typedef struct imagen_model_stats {
     char *name;
     int64_t version;
-    uint64_t last_inference_ms;     /* ms since the epoch; 0 = never */
+    uint64_t last_inference_ms; /* ms since the epoch; 0 = never */
     uint64_t inference_count;
     uint64_t execution_count;
-    imagen_stat_duration success, fail, queue, compute_input, compute_infer, compute_output,
-        cache_hit, cache_miss;
+    imagen_stat_duration success, fail, queue, compute_input, compute_infer, compute_output, cache_hit, cache_miss;
     uint64_t fail_by_reason[IMAGEN_FAIL_REASON_COUNT];
-    uint64_t pending_requests;      /* accepted, not yet started by an instance */
+    uint64_t pending_requests; /* accepted, not yet started by an instance */
     double load_duration_secs;
     imagen_batch_stat *batch_stats; /* ascending batch_size, only sizes executed */
     size_t n_batch_stats;
@@ -249,8 +246,7 @@ typedef void (*imagen_response_cb)(imagen_response *response, void *user_data);
 
 /* Creates a request for a READY model version (version -1 = latest READY).
  * Takes its own reference on the model. */
-imagen_error *imagen_request_new(imagen_server *srv, const char *model, int64_t version,
-                                 imagen_request **out);
+imagen_error *imagen_request_new(imagen_server *srv, const char *model, int64_t version, imagen_request **out);
 void imagen_request_release(imagen_request *req);
 
 /* The resolved model (borrowed while the request lives). */
@@ -258,7 +254,7 @@ const imagen_model *imagen_request_model(const imagen_request *req);
 
 /* Setters; only before imagen_server_infer_async(). Strings are copied. */
 imagen_error *imagen_request_set_id(imagen_request *req, const char *id);
-void imagen_request_set_priority(imagen_request *req, uint64_t priority);  /* 0 = model default */
+void imagen_request_set_priority(imagen_request *req, uint64_t priority); /* 0 = model default */
 void imagen_request_set_timeout_us(imagen_request *req, uint64_t timeout_us);
 
 /* Adds an input. name and shape are copied; data is BORROWED (the one
@@ -266,8 +262,7 @@ void imagen_request_set_timeout_us(imagen_request *req, uint64_t timeout_us);
  * completion callback. Validates name, datatype, shape and byte size against
  * the model config and returns errors whose messages follow Triton's. */
 imagen_error *imagen_request_add_input(imagen_request *req, const char *name, imagen_datatype datatype,
-                                       const int64_t *shape, size_t rank, const void *data,
-                                       size_t byte_size);
+                                       const int64_t *shape, size_t rank, const void *data, size_t byte_size);
 
 /* Requests an output by name (unknown names fail). With none requested, every
  * output of the config is returned. */
@@ -302,8 +297,8 @@ imagen_error *imagen_server_infer_async(imagen_server *srv, imagen_request *req,
 void imagen_request_cancel(imagen_request *req);
 
 /* Response accessors; everything is borrowed from the response. */
-const imagen_error *imagen_response_error(const imagen_response *resp);   /* NULL on success */
-const char *imagen_response_id(const imagen_response *resp);              /* "" when none */
+const imagen_error *imagen_response_error(const imagen_response *resp); /* NULL on success */
+const char *imagen_response_id(const imagen_response *resp);            /* "" when none */
 const char *imagen_response_model_name(const imagen_response *resp);
 int64_t imagen_response_model_version(const imagen_response *resp);
 size_t imagen_response_output_count(const imagen_response *resp);

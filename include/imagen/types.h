@@ -22,21 +22,21 @@ extern "C" {
 #define IMAGEN_MAX_RANK 16
 
 /* X(enum suffix, number, protocol name, element byte size; 0 = variable) */
-#define IMAGEN_DATATYPES(X)      \
-    X(INVALID, 0, "INVALID", 0)  \
-    X(BOOL, 1, "BOOL", 1)        \
-    X(UINT8, 2, "UINT8", 1)      \
-    X(UINT16, 3, "UINT16", 2)    \
-    X(UINT32, 4, "UINT32", 4)    \
-    X(UINT64, 5, "UINT64", 8)    \
-    X(INT8, 6, "INT8", 1)        \
-    X(INT16, 7, "INT16", 2)      \
-    X(INT32, 8, "INT32", 4)      \
-    X(INT64, 9, "INT64", 8)      \
-    X(FP16, 10, "FP16", 2)       \
-    X(FP32, 11, "FP32", 4)       \
-    X(FP64, 12, "FP64", 8)       \
-    X(BYTES, 13, "BYTES", 0)     \
+#define IMAGEN_DATATYPES(X)     \
+    X(INVALID, 0, "INVALID", 0) \
+    X(BOOL, 1, "BOOL", 1)       \
+    X(UINT8, 2, "UINT8", 1)     \
+    X(UINT16, 3, "UINT16", 2)   \
+    X(UINT32, 4, "UINT32", 4)   \
+    X(UINT64, 5, "UINT64", 8)   \
+    X(INT8, 6, "INT8", 1)       \
+    X(INT16, 7, "INT16", 2)     \
+    X(INT32, 8, "INT32", 4)     \
+    X(INT64, 9, "INT64", 8)     \
+    X(FP16, 10, "FP16", 2)      \
+    X(FP32, 11, "FP32", 4)      \
+    X(FP64, 12, "FP64", 8)      \
+    X(BYTES, 13, "BYTES", 0)    \
     X(BF16, 14, "BF16", 2)
 
 typedef enum imagen_datatype {
@@ -67,8 +67,8 @@ typedef struct imagen_tensor {
     imagen_datatype datatype;
     const int64_t *shape;
     size_t rank;
-    const void *data;  /* contiguous, row-major, little-endian; BYTES elements
-                          are [u32 length][bytes] */
+    const void *data; /* contiguous, row-major, little-endian; BYTES elements
+                         are [u32 length][bytes] */
     size_t byte_size;
 } imagen_tensor;
 

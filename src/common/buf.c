@@ -158,13 +158,27 @@ imagen_buf_append_json_string(imagen_buf *b, const char *s, size_t len)
         imagen_buf_append(b, s + start, i - start);
         start = i + 1;
         switch (c) {
-        case '"': imagen_buf_append(b, "\\\"", 2); break;
-        case '\\': imagen_buf_append(b, "\\\\", 2); break;
-        case '\n': imagen_buf_append(b, "\\n", 2); break;
-        case '\r': imagen_buf_append(b, "\\r", 2); break;
-        case '\t': imagen_buf_append(b, "\\t", 2); break;
-        case '\b': imagen_buf_append(b, "\\b", 2); break;
-        case '\f': imagen_buf_append(b, "\\f", 2); break;
+        case '"':
+            imagen_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            imagen_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            imagen_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            imagen_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            imagen_buf_append(b, "\\t", 2);
+            break;
+        case '\b':
+            imagen_buf_append(b, "\\b", 2);
+            break;
+        case '\f':
+            imagen_buf_append(b, "\\f", 2);
+            break;
         default: {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             imagen_buf_append(b, esc, 6);

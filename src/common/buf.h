@@ -16,17 +16,20 @@
 #include "imagen/error.h"
 
 typedef struct imagen_buf {
-    char *data;      /* NUL-terminated while not failed */
+    char *data; /* NUL-terminated while not failed */
     size_t len;
     size_t cap;
     bool failed;
 } imagen_buf;
 
-#define IMAGEN_BUF_INIT {NULL, 0, 0, false}
+#define IMAGEN_BUF_INIT   \
+    {                     \
+        NULL, 0, 0, false \
+    }
 
 void imagen_buf_init(imagen_buf *b);
 void imagen_buf_free(imagen_buf *b);
-void imagen_buf_reset(imagen_buf *b);             /* len = 0, keeps capacity */
+void imagen_buf_reset(imagen_buf *b); /* len = 0, keeps capacity */
 bool imagen_buf_reserve(imagen_buf *b, size_t extra);
 void imagen_buf_append(imagen_buf *b, const void *data, size_t len);
 void imagen_buf_append_str(imagen_buf *b, const char *s);

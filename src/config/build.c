@@ -15,7 +15,7 @@
 #include <string.h>
 
 typedef struct {
-    const char *model;     /* for messages */
+    const char *model; /* for messages */
     imagen_error *err;
 } bctx;
 
@@ -54,8 +54,8 @@ dup_str(bctx *c, const char *s)
 
 /* Copies repeated int64 field `name` of `m` into dims[] (rank <= MAX_RANK). */
 static bool
-copy_dims(bctx *c, const imagen_config_msg *m, const char *name, const char *what, int64_t min,
-          int64_t *dims, size_t *rank)
+copy_dims(bctx *c, const imagen_config_msg *m, const char *name, const char *what, int64_t min, int64_t *dims,
+          size_t *rank)
 {
     size_t n = imagen_config_count(m, name);
     if (n > IMAGEN_MAX_RANK)
@@ -222,8 +222,8 @@ build_dynamic_batching(bctx *c, const imagen_config_msg *db, int32_t max_batch, 
             uint64_t key = imagen_config_get_uint(e, "key");
             if (key == 0 || key > levels)
                 return bfail(c, "dynamic_batching.priority_queue_policy",
-                             "priority queue policy level %llu must be in range [1, %llu]",
-                             (unsigned long long)key, (unsigned long long)levels);
+                             "priority queue policy level %llu must be in range [1, %llu]", (unsigned long long)key,
+                             (unsigned long long)levels);
             read_queue_policy(imagen_config_get_msg(e, "value"), &out->level_policies[key]);
         }
     }
@@ -254,7 +254,8 @@ build_instance_groups(bctx *c, const imagen_config_msg *msg, imagen_model_config
     if (n == 0)
         return true;
     if (n > IMAGEN_CONFIG_MAX_INSTANCES)
-        return bfail(c, "instance_group", "%zu instance groups, more than %d instances", n, IMAGEN_CONFIG_MAX_INSTANCES);
+        return bfail(c, "instance_group", "%zu instance groups, more than %d instances", n,
+                     IMAGEN_CONFIG_MAX_INSTANCES);
     cfg->instance_groups = calloc(n, sizeof(*cfg->instance_groups));
     if (cfg->instance_groups == NULL)
         return oom(c);
@@ -297,8 +298,8 @@ build_instance_groups(bctx *c, const imagen_config_msg *msg, imagen_model_config
 /* ---- maps of strings ---- */
 
 static bool
-build_params(bctx *c, const imagen_config_msg *msg, const char *field, bool nested_value,
-             imagen_config_param **out, size_t *n_out)
+build_params(bctx *c, const imagen_config_msg *msg, const char *field, bool nested_value, imagen_config_param **out,
+             size_t *n_out)
 {
     size_t n = imagen_config_count(msg, field);
     if (n == 0)
@@ -347,8 +348,8 @@ build_warmups(bctx *c, const imagen_config_msg *msg, imagen_model_config *cfg)
         wu->count = (uint32_t)imagen_config_get_uint(w, "count");
         uint64_t limit = cfg->max_batch_size > 0 ? (uint64_t)cfg->max_batch_size : 1;
         if (wu->batch_size > limit)
-            return bfail(c, "model_warmup.batch_size", "warmup '%s' batch_size %u must be <= max_batch_size %d",
-                         name, wu->batch_size, cfg->max_batch_size);
+            return bfail(c, "model_warmup.batch_size", "warmup '%s' batch_size %u must be <= max_batch_size %d", name,
+                         wu->batch_size, cfg->max_batch_size);
         size_t ni = imagen_config_count(w, "inputs");
         if (ni > IMAGEN_CONFIG_MAX_TENSORS)
             return bfail(c, "model_warmup.inputs", "warmup '%s' has too many inputs", name);
@@ -422,7 +423,8 @@ build_all(bctx *c, const imagen_config_msg *msg, imagen_model_config *cfg)
             cfg->n_specific_versions = n;
         }
     } else if (vp != NULL && imagen_config_get_msg(vp, "latest") != NULL) {
-        cfg->latest_num_versions = (uint32_t)imagen_config_get_uint(imagen_config_get_msg(vp, "latest"), "num_versions");
+        cfg->latest_num_versions =
+            (uint32_t)imagen_config_get_uint(imagen_config_get_msg(vp, "latest"), "num_versions");
     }
 
     int64_t mbs = imagen_config_get_int(msg, "max_batch_size");

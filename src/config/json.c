@@ -48,14 +48,21 @@ static const char *
 kind_name(const json_t *j)
 {
     switch (json_typeof(j)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "number";
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "number";
     case JSON_TRUE:
-    case JSON_FALSE: return "boolean";
-    default: return "null";
+    case JSON_FALSE:
+        return "boolean";
+    default:
+        return "null";
     }
 }
 
@@ -107,10 +114,18 @@ json_to_integer(jctx *c, const imagen_config_field_desc *f, const json_t *j, ima
     }
     bool ok;
     switch (f->type) {
-    case IMAGEN_CONFIG_T_INT32: ok = neg ? mag <= (uint64_t)INT32_MAX + 1 : mag <= INT32_MAX; break;
-    case IMAGEN_CONFIG_T_INT64: ok = neg ? mag <= (uint64_t)INT64_MAX + 1 : mag <= INT64_MAX; break;
-    case IMAGEN_CONFIG_T_UINT32: ok = (!neg || mag == 0) && mag <= UINT32_MAX; break;
-    default: ok = !neg || mag == 0; break;
+    case IMAGEN_CONFIG_T_INT32:
+        ok = neg ? mag <= (uint64_t)INT32_MAX + 1 : mag <= INT32_MAX;
+        break;
+    case IMAGEN_CONFIG_T_INT64:
+        ok = neg ? mag <= (uint64_t)INT64_MAX + 1 : mag <= INT64_MAX;
+        break;
+    case IMAGEN_CONFIG_T_UINT32:
+        ok = (!neg || mag == 0) && mag <= UINT32_MAX;
+        break;
+    default:
+        ok = !neg || mag == 0;
+        break;
     }
     if (!ok)
         return jfail(c, f->name, "value out of range");
@@ -128,7 +143,8 @@ json_scalar(jctx *c, const imagen_config_field_desc *f, const json_t *j, imagen_
     case IMAGEN_CONFIG_T_INT32:
     case IMAGEN_CONFIG_T_INT64:
     case IMAGEN_CONFIG_T_UINT32:
-    case IMAGEN_CONFIG_T_UINT64: return json_to_integer(c, f, j, out);
+    case IMAGEN_CONFIG_T_UINT64:
+        return json_to_integer(c, f, j, out);
     case IMAGEN_CONFIG_T_BOOL:
         if (!json_is_boolean(j))
             return jfail(c, f->name, "expected a boolean, got %s", kind_name(j));
@@ -186,7 +202,8 @@ json_scalar(jctx *c, const imagen_config_field_desc *f, const json_t *j, imagen_
         }
         return jfail(c, f->name, "expected an enum name or number, got %s", kind_name(j));
     }
-    case IMAGEN_CONFIG_T_MESSAGE: break;
+    case IMAGEN_CONFIG_T_MESSAGE:
+        break;
     }
     return jfail(c, f->name, "internal error: not a scalar");
 }
@@ -195,8 +212,7 @@ static bool json_object_into(jctx *c, const json_t *obj, imagen_config_msg *m, i
 
 /* Creates a message of `f`'s type from JSON object `j` (depth = its depth). */
 static bool
-json_new_message(jctx *c, const imagen_config_field_desc *f, const json_t *j, int depth,
-                 imagen_config_msg **out)
+json_new_message(jctx *c, const imagen_config_field_desc *f, const json_t *j, int depth, imagen_config_msg **out)
 {
     *out = NULL;
     if (!json_is_object(j))
@@ -231,7 +247,8 @@ json_map_into(jctx *c, imagen_config_msg *m, size_t fi, const json_t *obj, int d
         return jfail(c, f->name, "expected an object (map), got %s", kind_name(obj));
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)obj, key, val) {
+    json_object_foreach((json_t *)obj, key, val)
+    {
         if (++c->n_msgs > IMAGEN_CONFIG_MAX_MESSAGES_COUNT)
             return jfail(c, f->name, "more than %d messages", IMAGEN_CONFIG_MAX_MESSAGES_COUNT);
         imagen_config_msg *e = imagen_config_msg_new(f->msg);
@@ -274,7 +291,8 @@ json_field(jctx *c, imagen_config_msg *m, size_t fi, const json_t *j, int depth)
             return jfail(c, f->name, "expected an array, got %s", kind_name(j));
         size_t i;
         json_t *el;
-        json_array_foreach(j, i, el) {
+        json_array_foreach(j, i, el)
+        {
             imagen_config_value *v = imagen_config_msg_push(m, fi);
             if (v == NULL)
                 return jfail(c, f->name, "out of memory");
@@ -297,7 +315,8 @@ json_object_into(jctx *c, const json_t *obj, imagen_config_msg *m, int depth, co
     uint64_t seen = 0;
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)obj, key, val) {
+    json_object_foreach((json_t *)obj, key, val)
+    {
         int fi = imagen_config_field_index_json(m->desc, key, strlen(key));
         if (fi < 0) {
             char shown[68];
@@ -373,8 +392,8 @@ imagen_config_parse_json(const char *json, size_t len, imagen_config_msg **out)
 {
     *out = NULL;
     if (len > IMAGEN_CONFIG_MAX_BYTES)
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "config JSON is %zu bytes, more than the limit of %u",
-                                len, (unsigned)IMAGEN_CONFIG_MAX_BYTES);
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "config JSON is %zu bytes, more than the limit of %u", len,
+                                (unsigned)IMAGEN_CONFIG_MAX_BYTES);
     if (json == NULL)
         json = "", len = 0;
     imagen_buf quoted = IMAGEN_BUF_INIT;

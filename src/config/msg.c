@@ -178,7 +178,7 @@ imagen_config_msg_clone(const imagen_config_msg *msg)
 typedef struct {
     const imagen_config_value *key; /* NULL when the entry has no key set */
     imagen_config_type key_type;
-    uint32_t index;                 /* position in input order */
+    uint32_t index; /* position in input order */
 } map_item;
 
 static int

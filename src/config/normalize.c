@@ -64,7 +64,7 @@ fill(imagen_config_msg *m, const char *name, const char *value)
 /* One known backend: its platform and default model file. */
 typedef struct {
     const char *backend;
-    const char *platform;   /* NULL: leave empty */
+    const char *platform; /* NULL: leave empty */
     const char *filename;
 } backend_row;
 
@@ -145,8 +145,7 @@ autofill_backend(imagen_config_msg *m, const imagen_config_autofill *ctx)
         const char *dot = strrchr(ctx->model_name, '.');
         if (dot == NULL || dot[1] == '\0' || dot == ctx->model_name)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                    "unable to autofill backend for model '%s' (field 'backend')",
-                                    ctx->model_name);
+                                    "unable to autofill backend for model '%s' (field 'backend')", ctx->model_name);
         char file[256];
         snprintf(file, sizeof(file), "model.%s", dot + 1);
         if (!imagen_config_set_str(m, "backend", dot + 1) || !fill(m, "default_model_filename", file))

@@ -37,10 +37,16 @@ json_scalar(imagen_buf *b, const imagen_config_field_desc *f, const imagen_confi
 {
     switch (f->type) {
     case IMAGEN_CONFIG_T_INT32:
-    case IMAGEN_CONFIG_T_INT64: imagen_buf_append_i64(b, v->i); break;
+    case IMAGEN_CONFIG_T_INT64:
+        imagen_buf_append_i64(b, v->i);
+        break;
     case IMAGEN_CONFIG_T_UINT32:
-    case IMAGEN_CONFIG_T_UINT64: imagen_buf_append_u64(b, v->u); break;
-    case IMAGEN_CONFIG_T_BOOL: imagen_buf_append_str(b, v->b ? "true" : "false"); break;
+    case IMAGEN_CONFIG_T_UINT64:
+        imagen_buf_append_u64(b, v->u);
+        break;
+    case IMAGEN_CONFIG_T_BOOL:
+        imagen_buf_append_str(b, v->b ? "true" : "false");
+        break;
     case IMAGEN_CONFIG_T_FLOAT:
     case IMAGEN_CONFIG_T_DOUBLE:
         /* JSON has no NaN/Infinity; protobuf-JSON spells them as strings. */
@@ -55,7 +61,9 @@ json_scalar(imagen_buf *b, const imagen_config_field_desc *f, const imagen_confi
         else
             imagen_buf_append_double(b, v->f);
         break;
-    case IMAGEN_CONFIG_T_STRING: imagen_buf_append_json_string(b, v->s.p ? v->s.p : "", v->s.len); break;
+    case IMAGEN_CONFIG_T_STRING:
+        imagen_buf_append_json_string(b, v->s.p ? v->s.p : "", v->s.len);
+        break;
     case IMAGEN_CONFIG_T_ENUM: {
         const char *name = imagen_config_enum_name(f->en, v->i);
         if (name != NULL) {
@@ -185,11 +193,15 @@ static int
 wire_type(imagen_config_type t)
 {
     switch (t) {
-    case IMAGEN_CONFIG_T_FLOAT: return WIRE_I32;
-    case IMAGEN_CONFIG_T_DOUBLE: return WIRE_I64;
+    case IMAGEN_CONFIG_T_FLOAT:
+        return WIRE_I32;
+    case IMAGEN_CONFIG_T_DOUBLE:
+        return WIRE_I64;
     case IMAGEN_CONFIG_T_STRING:
-    case IMAGEN_CONFIG_T_MESSAGE: return WIRE_LEN;
-    default: return WIRE_VARINT;
+    case IMAGEN_CONFIG_T_MESSAGE:
+        return WIRE_LEN;
+    default:
+        return WIRE_VARINT;
     }
 }
 
@@ -200,10 +212,16 @@ put_number(imagen_buf *b, imagen_config_type t, const imagen_config_value *v)
     switch (t) {
     case IMAGEN_CONFIG_T_INT32:
     case IMAGEN_CONFIG_T_INT64:
-    case IMAGEN_CONFIG_T_ENUM: put_varint(b, (uint64_t)v->i); break; /* negative: 10 bytes */
+    case IMAGEN_CONFIG_T_ENUM:
+        put_varint(b, (uint64_t)v->i);
+        break; /* negative: 10 bytes */
     case IMAGEN_CONFIG_T_UINT32:
-    case IMAGEN_CONFIG_T_UINT64: put_varint(b, v->u); break;
-    case IMAGEN_CONFIG_T_BOOL: put_varint(b, v->b ? 1 : 0); break;
+    case IMAGEN_CONFIG_T_UINT64:
+        put_varint(b, v->u);
+        break;
+    case IMAGEN_CONFIG_T_BOOL:
+        put_varint(b, v->b ? 1 : 0);
+        break;
     case IMAGEN_CONFIG_T_FLOAT: {
         float fl = (float)v->f;
         uint32_t bits;
@@ -217,7 +235,8 @@ put_number(imagen_buf *b, imagen_config_type t, const imagen_config_value *v)
         put_fixed(b, bits, 8);
         break;
     }
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -226,8 +245,10 @@ is_default(imagen_config_type t, const imagen_config_value *v)
 {
     switch (t) {
     case IMAGEN_CONFIG_T_UINT32:
-    case IMAGEN_CONFIG_T_UINT64: return v->u == 0;
-    case IMAGEN_CONFIG_T_BOOL: return !v->b;
+    case IMAGEN_CONFIG_T_UINT64:
+        return v->u == 0;
+    case IMAGEN_CONFIG_T_BOOL:
+        return !v->b;
     case IMAGEN_CONFIG_T_FLOAT:
     case IMAGEN_CONFIG_T_DOUBLE: {
         /* proto3 compares bit patterns: -0.0 is emitted. */
@@ -235,9 +256,12 @@ is_default(imagen_config_type t, const imagen_config_value *v)
         memcpy(&bits, &v->f, 8);
         return bits == 0;
     }
-    case IMAGEN_CONFIG_T_STRING: return v->s.len == 0;
-    case IMAGEN_CONFIG_T_MESSAGE: return false;
-    default: return v->i == 0;
+    case IMAGEN_CONFIG_T_STRING:
+        return v->s.len == 0;
+    case IMAGEN_CONFIG_T_MESSAGE:
+        return false;
+    default:
+        return v->i == 0;
     }
 }
 

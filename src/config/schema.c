@@ -14,39 +14,59 @@
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Field row builders. */
-#define SCALAR(n, num, t) {n, num, IMAGEN_CONFIG_T_##t, false, false, -1, NULL, NULL}
-#define REPEATED(n, num, t) {n, num, IMAGEN_CONFIG_T_##t, true, false, -1, NULL, NULL}
-#define ONEOF_SCALAR(n, num, t, o) {n, num, IMAGEN_CONFIG_T_##t, false, false, o, NULL, NULL}
-#define ENUM(n, num, e) {n, num, IMAGEN_CONFIG_T_ENUM, false, false, -1, NULL, &e}
-#define MESSAGE(n, num, m) {n, num, IMAGEN_CONFIG_T_MESSAGE, false, false, -1, &m, NULL}
-#define ONEOF_MESSAGE(n, num, m, o) {n, num, IMAGEN_CONFIG_T_MESSAGE, false, false, o, &m, NULL}
-#define REPEATED_MESSAGE(n, num, m) {n, num, IMAGEN_CONFIG_T_MESSAGE, true, false, -1, &m, NULL}
-#define MAP(n, num, entry) {n, num, IMAGEN_CONFIG_T_MESSAGE, true, true, -1, &entry, NULL}
+#define SCALAR(n, num, t)                                         \
+    {                                                             \
+        n, num, IMAGEN_CONFIG_T_##t, false, false, -1, NULL, NULL \
+    }
+#define REPEATED(n, num, t)                                      \
+    {                                                            \
+        n, num, IMAGEN_CONFIG_T_##t, true, false, -1, NULL, NULL \
+    }
+#define ONEOF_SCALAR(n, num, t, o)                               \
+    {                                                            \
+        n, num, IMAGEN_CONFIG_T_##t, false, false, o, NULL, NULL \
+    }
+#define ENUM(n, num, e)                                          \
+    {                                                            \
+        n, num, IMAGEN_CONFIG_T_ENUM, false, false, -1, NULL, &e \
+    }
+#define MESSAGE(n, num, m)                                          \
+    {                                                               \
+        n, num, IMAGEN_CONFIG_T_MESSAGE, false, false, -1, &m, NULL \
+    }
+#define ONEOF_MESSAGE(n, num, m, o)                                \
+    {                                                              \
+        n, num, IMAGEN_CONFIG_T_MESSAGE, false, false, o, &m, NULL \
+    }
+#define REPEATED_MESSAGE(n, num, m)                                \
+    {                                                              \
+        n, num, IMAGEN_CONFIG_T_MESSAGE, true, false, -1, &m, NULL \
+    }
+#define MAP(n, num, entry)                                            \
+    {                                                                 \
+        n, num, IMAGEN_CONFIG_T_MESSAGE, true, true, -1, &entry, NULL \
+    }
 
 #define DESC(var, pname, fields) \
     static const imagen_config_msg_desc var = {pname, fields, COUNT(fields), NULL, 0, false}
 #define DESC_ONEOF(var, pname, fields, oneofs) \
     static const imagen_config_msg_desc var = {pname, fields, COUNT(fields), oneofs, COUNT(oneofs), false}
-#define ENTRY(var, keyrow, valrow)                                                              \
-    static const imagen_config_field_desc var##_fields[] = {keyrow, valrow};                    \
+#define ENTRY(var, keyrow, valrow)                                           \
+    static const imagen_config_field_desc var##_fields[] = {keyrow, valrow}; \
     static const imagen_config_msg_desc var = {"MapEntry", var##_fields, 2, NULL, 0, true}
-#define ENUM_DESC(var, pname, values) \
-    static const imagen_config_enum_desc var = {pname, values, COUNT(values)}
+#define ENUM_DESC(var, pname, values) static const imagen_config_enum_desc var = {pname, values, COUNT(values)}
 
 /* ---- enums ---- */
 
 static const imagen_config_enum_value datatype_values[] = {
-    {"TYPE_INVALID", 0}, {"TYPE_BOOL", 1},   {"TYPE_UINT8", 2},  {"TYPE_UINT16", 3},
-    {"TYPE_UINT32", 4},  {"TYPE_UINT64", 5}, {"TYPE_INT8", 6},   {"TYPE_INT16", 7},
-    {"TYPE_INT32", 8},   {"TYPE_INT64", 9},  {"TYPE_FP16", 10},  {"TYPE_FP32", 11},
-    {"TYPE_FP64", 12},   {"TYPE_STRING", 13}, {"TYPE_BF16", 14},
+    {"TYPE_INVALID", 0}, {"TYPE_BOOL", 1},  {"TYPE_UINT8", 2}, {"TYPE_UINT16", 3},  {"TYPE_UINT32", 4},
+    {"TYPE_UINT64", 5},  {"TYPE_INT8", 6},  {"TYPE_INT16", 7}, {"TYPE_INT32", 8},   {"TYPE_INT64", 9},
+    {"TYPE_FP16", 10},   {"TYPE_FP32", 11}, {"TYPE_FP64", 12}, {"TYPE_STRING", 13}, {"TYPE_BF16", 14},
 };
-const imagen_config_enum_desc imagen_config_datatype_enum = {"DataType", datatype_values,
-                                                             COUNT(datatype_values)};
+const imagen_config_enum_desc imagen_config_datatype_enum = {"DataType", datatype_values, COUNT(datatype_values)};
 #define datatype_enum imagen_config_datatype_enum
 
-static const imagen_config_enum_value format_values[] = {
-    {"FORMAT_NONE", 0}, {"FORMAT_NHWC", 1}, {"FORMAT_NCHW", 2}};
+static const imagen_config_enum_value format_values[] = {{"FORMAT_NONE", 0}, {"FORMAT_NHWC", 1}, {"FORMAT_NCHW", 2}};
 ENUM_DESC(format_enum, "ModelInput.Format", format_values);
 
 static const imagen_config_enum_value kind_values[] = {
@@ -59,26 +79,25 @@ ENUM_DESC(secondary_kind_enum, "SecondaryDeviceKind", secondary_kind_values);
 static const imagen_config_enum_value timeout_action_values[] = {{"REJECT", 0}, {"DELAY", 1}};
 ENUM_DESC(timeout_action_enum, "ModelQueuePolicy.TimeoutAction", timeout_action_values);
 
-static const imagen_config_enum_value control_kind_values[] = {
-    {"CONTROL_SEQUENCE_START", 0}, {"CONTROL_SEQUENCE_READY", 1},
-    {"CONTROL_SEQUENCE_END", 2},   {"CONTROL_SEQUENCE_CORRID", 3}};
+static const imagen_config_enum_value control_kind_values[] = {{"CONTROL_SEQUENCE_START", 0},
+                                                               {"CONTROL_SEQUENCE_READY", 1},
+                                                               {"CONTROL_SEQUENCE_END", 2},
+                                                               {"CONTROL_SEQUENCE_CORRID", 3}};
 ENUM_DESC(control_kind_enum, "Control.Kind", control_kind_values);
 
 static const imagen_config_enum_value priority_values[] = {
     {"PRIORITY_DEFAULT", 0}, {"PRIORITY_MAX", 1}, {"PRIORITY_MIN", 2}};
 ENUM_DESC(priority_enum, "ModelPriority", priority_values);
 
-static const imagen_config_enum_value batch_input_kind_values[] = {
-    {"BATCH_ELEMENT_COUNT", 0},
-    {"BATCH_ACCUMULATED_ELEMENT_COUNT", 1},
-    {"BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", 2},
-    {"BATCH_MAX_ELEMENT_COUNT_AS_SHAPE", 3},
-    {"BATCH_ITEM_SHAPE", 4},
-    {"BATCH_ITEM_SHAPE_FLATTEN", 5}};
+static const imagen_config_enum_value batch_input_kind_values[] = {{"BATCH_ELEMENT_COUNT", 0},
+                                                                   {"BATCH_ACCUMULATED_ELEMENT_COUNT", 1},
+                                                                   {"BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", 2},
+                                                                   {"BATCH_MAX_ELEMENT_COUNT_AS_SHAPE", 3},
+                                                                   {"BATCH_ITEM_SHAPE", 4},
+                                                                   {"BATCH_ITEM_SHAPE_FLATTEN", 5}};
 ENUM_DESC(batch_input_kind_enum, "BatchInput.Kind", batch_input_kind_values);
 
-static const imagen_config_enum_value batch_output_kind_values[] = {
-    {"BATCH_SCATTER_WITH_INPUT_SHAPE", 0}};
+static const imagen_config_enum_value batch_output_kind_values[] = {{"BATCH_SCATTER_WITH_INPUT_SHAPE", 0}};
 ENUM_DESC(batch_output_kind_enum, "BatchOutput.Kind", batch_output_kind_values);
 
 /* ---- shared map entries ---- */
@@ -151,14 +170,10 @@ static const imagen_config_field_desc secondary_device_fields[] = {
 DESC(secondary_device_desc, "ModelInstanceGroup.SecondaryDevice", secondary_device_fields);
 
 static const imagen_config_field_desc instance_group_fields[] = {
-    SCALAR("name", 1, STRING),
-    ENUM("kind", 4, kind_enum),
-    SCALAR("count", 2, INT32),
-    MESSAGE("rate_limiter", 6, rate_limiter_desc),
-    REPEATED("gpus", 3, INT32),
-    REPEATED_MESSAGE("secondary_devices", 8, secondary_device_desc),
-    REPEATED("profile", 5, STRING),
-    SCALAR("passive", 7, BOOL),
+    SCALAR("name", 1, STRING),        ENUM("kind", 4, kind_enum),
+    SCALAR("count", 2, INT32),        MESSAGE("rate_limiter", 6, rate_limiter_desc),
+    REPEATED("gpus", 3, INT32),       REPEATED_MESSAGE("secondary_devices", 8, secondary_device_desc),
+    REPEATED("profile", 5, STRING),   SCALAR("passive", 7, BOOL),
     SCALAR("host_policy", 9, STRING),
 };
 DESC(instance_group_desc, "ModelInstanceGroup", instance_group_fields);
@@ -208,11 +223,8 @@ DESC(dynamic_batching_desc, "ModelDynamicBatching", dynamic_batching_fields);
 /* ---- sequence batching (§3.7) ---- */
 
 static const imagen_config_field_desc control_fields[] = {
-    ENUM("kind", 1, control_kind_enum),
-    REPEATED("int32_false_true", 2, INT32),
-    REPEATED("fp32_false_true", 3, FLOAT),
-    REPEATED("bool_false_true", 5, BOOL),
-    ENUM("data_type", 4, datatype_enum),
+    ENUM("kind", 1, control_kind_enum),   REPEATED("int32_false_true", 2, INT32), REPEATED("fp32_false_true", 3, FLOAT),
+    REPEATED("bool_false_true", 5, BOOL), ENUM("data_type", 4, datatype_enum),
 };
 DESC(control_desc, "ModelSequenceBatching.Control", control_fields);
 
@@ -224,14 +236,10 @@ DESC(control_input_desc, "ModelSequenceBatching.ControlInput", control_input_fie
 
 static const char *const initial_state_oneofs[] = {"state_data"};
 static const imagen_config_field_desc initial_state_fields[] = {
-    ENUM("data_type", 1, datatype_enum),
-    REPEATED("dims", 2, INT64),
-    ONEOF_SCALAR("zero_data", 3, BOOL, 0),
-    ONEOF_SCALAR("data_file", 4, STRING, 0),
-    SCALAR("name", 5, STRING),
+    ENUM("data_type", 1, datatype_enum),     REPEATED("dims", 2, INT64), ONEOF_SCALAR("zero_data", 3, BOOL, 0),
+    ONEOF_SCALAR("data_file", 4, STRING, 0), SCALAR("name", 5, STRING),
 };
-DESC_ONEOF(initial_state_desc, "ModelSequenceBatching.InitialState", initial_state_fields,
-           initial_state_oneofs);
+DESC_ONEOF(initial_state_desc, "ModelSequenceBatching.InitialState", initial_state_fields, initial_state_oneofs);
 
 static const imagen_config_field_desc state_fields[] = {
     SCALAR("input_name", 1, STRING),
@@ -267,16 +275,13 @@ static const imagen_config_field_desc sequence_batching_fields[] = {
     REPEATED_MESSAGE("state", 5, state_desc),
     SCALAR("iterative_sequence", 6, BOOL),
 };
-DESC_ONEOF(sequence_batching_desc, "ModelSequenceBatching", sequence_batching_fields,
-           sequence_batching_oneofs);
+DESC_ONEOF(sequence_batching_desc, "ModelSequenceBatching", sequence_batching_fields, sequence_batching_oneofs);
 
 /* ---- ensembles (§3.8) ---- */
 
 static const imagen_config_field_desc step_fields[] = {
-    SCALAR("model_name", 1, STRING),
-    SCALAR("model_version", 2, INT64),
-    MAP("input_map", 3, string_string_entry),
-    MAP("output_map", 4, string_string_entry),
+    SCALAR("model_name", 1, STRING),          SCALAR("model_version", 2, INT64),
+    MAP("input_map", 3, string_string_entry), MAP("output_map", 4, string_string_entry),
     SCALAR("model_namespace", 5, STRING),
 };
 DESC(step_desc, "ModelEnsembling.Step", step_fields);
@@ -291,10 +296,8 @@ DESC(ensembling_desc, "ModelEnsembling", ensembling_fields);
 
 static const char *const warmup_input_oneofs[] = {"input_data_type"};
 static const imagen_config_field_desc warmup_input_fields[] = {
-    ENUM("data_type", 1, datatype_enum),
-    REPEATED("dims", 2, INT64),
-    ONEOF_SCALAR("zero_data", 3, BOOL, 0),
-    ONEOF_SCALAR("random_data", 4, BOOL, 0),
+    ENUM("data_type", 1, datatype_enum),           REPEATED("dims", 2, INT64),
+    ONEOF_SCALAR("zero_data", 3, BOOL, 0),         ONEOF_SCALAR("random_data", 4, BOOL, 0),
     ONEOF_SCALAR("input_data_file", 5, STRING, 0),
 };
 DESC_ONEOF(warmup_input_desc, "ModelWarmup.Input", warmup_input_fields, warmup_input_oneofs);
@@ -372,8 +375,7 @@ static const imagen_config_field_desc parameter_fields[] = {SCALAR("string_value
 DESC(parameter_desc, "ModelParameter", parameter_fields);
 ENTRY(parameter_entry, SCALAR("key", 1, STRING), MESSAGE("value", 2, parameter_desc));
 
-static const imagen_config_field_desc operations_fields[] = {
-    REPEATED("op_library_filename", 1, STRING)};
+static const imagen_config_field_desc operations_fields[] = {REPEATED("op_library_filename", 1, STRING)};
 DESC(operations_desc, "ModelOperations", operations_fields);
 
 static const imagen_config_field_desc transaction_fields[] = {SCALAR("decoupled", 1, BOOL)};
@@ -399,10 +401,8 @@ static const imagen_config_field_desc metric_control_fields[] = {
     MESSAGE("metric_identifier", 1, metric_identifier_desc),
     ONEOF_MESSAGE("histogram_options", 2, histogram_desc, 0),
 };
-DESC_ONEOF(metric_control_desc, "ModelMetrics.MetricControl", metric_control_fields,
-           metric_control_oneofs);
-static const imagen_config_field_desc metrics_fields[] = {
-    REPEATED_MESSAGE("metric_control", 1, metric_control_desc)};
+DESC_ONEOF(metric_control_desc, "ModelMetrics.MetricControl", metric_control_fields, metric_control_oneofs);
+static const imagen_config_field_desc metrics_fields[] = {REPEATED_MESSAGE("metric_control", 1, metric_control_desc)};
 DESC(metrics_desc, "ModelMetrics", metrics_fields);
 
 /* ---- ModelConfig (§3.2) ---- */
@@ -436,7 +436,7 @@ static const imagen_config_field_desc model_config_fields[] = {
     MESSAGE("model_metrics", 26, metrics_desc),
 };
 const imagen_config_msg_desc imagen_config_model_config_desc = {
-    "ModelConfig", model_config_fields, COUNT(model_config_fields),
+    "ModelConfig",       model_config_fields,        COUNT(model_config_fields),
     model_config_oneofs, COUNT(model_config_oneofs), false};
 
 /* ---- lookups ---- */
@@ -501,16 +501,15 @@ ascii_lower(int c)
 }
 
 bool
-imagen_config_enum_by_name(const imagen_config_enum_desc *e, const char *name, size_t len,
-                           bool nocase, int32_t *out)
+imagen_config_enum_by_name(const imagen_config_enum_desc *e, const char *name, size_t len, bool nocase, int32_t *out)
 {
     for (size_t i = 0; i < e->n_values; i++) {
         const char *vn = e->values[i].name;
         if (strlen(vn) != len)
             continue;
         size_t k = 0;
-        while (k < len && (nocase ? ascii_lower((unsigned char)vn[k]) == ascii_lower((unsigned char)name[k])
-                                  : vn[k] == name[k]))
+        while (k < len &&
+               (nocase ? ascii_lower((unsigned char)vn[k]) == ascii_lower((unsigned char)name[k]) : vn[k] == name[k]))
             k++;
         if (k == len) {
             *out = e->values[i].number;

@@ -43,16 +43,16 @@ typedef struct imagen_config_enum_value {
 } imagen_config_enum_value;
 
 typedef struct imagen_config_enum_desc {
-    const char *name;                        /* proto name, for messages */
-    const imagen_config_enum_value *values;  /* declaration order; values[0] is the default */
+    const char *name;                       /* proto name, for messages */
+    const imagen_config_enum_value *values; /* declaration order; values[0] is the default */
     size_t n_values;
 } imagen_config_enum_desc;
 
 typedef struct imagen_config_msg_desc imagen_config_msg_desc;
 
 typedef struct imagen_config_field_desc {
-    const char *name;                  /* proto field name (snake_case) */
-    uint32_t number;                   /* proto field number */
+    const char *name; /* proto field name (snake_case) */
+    uint32_t number;  /* proto field number */
     imagen_config_type type;
     bool repeated;
     bool is_map;                       /* repeated MESSAGE of a map-entry descriptor */
@@ -62,24 +62,24 @@ typedef struct imagen_config_field_desc {
 } imagen_config_field_desc;
 
 struct imagen_config_msg_desc {
-    const char *name;                      /* e.g. "ModelInput" */
-    const imagen_config_field_desc *fields;/* declaration order (= JSON order) */
-    size_t n_fields;                       /* at most 64 (JSON parse uses a bitmask) */
-    const char *const *oneofs;             /* oneof names */
+    const char *name;                       /* e.g. "ModelInput" */
+    const imagen_config_field_desc *fields; /* declaration order (= JSON order) */
+    size_t n_fields;                        /* at most 64 (JSON parse uses a bitmask) */
+    const char *const *oneofs;              /* oneof names */
     size_t n_oneofs;
-    bool map_entry;                        /* fields are key (1) and value (2) */
+    bool map_entry; /* fields are key (1) and value (2) */
 };
 
 /* One parsed value. Which member is live follows the field type. */
 typedef union imagen_config_value {
-    int64_t i;       /* INT32, INT64, ENUM */
-    uint64_t u;      /* UINT32, UINT64 */
-    double f;        /* FLOAT (already rounded to float), DOUBLE */
-    bool b;          /* BOOL */
+    int64_t i;  /* INT32, INT64, ENUM */
+    uint64_t u; /* UINT32, UINT64 */
+    double f;   /* FLOAT (already rounded to float), DOUBLE */
+    bool b;     /* BOOL */
     struct {
-        char *p;     /* owned, NUL-terminated (may also contain NULs) */
+        char *p; /* owned, NUL-terminated (may also contain NULs) */
         size_t len;
-    } s;             /* STRING */
+    } s;                  /* STRING */
     imagen_config_msg *m; /* MESSAGE, owned */
 } imagen_config_value;
 
@@ -89,7 +89,7 @@ typedef struct imagen_config_slot {
     imagen_config_value *vals; /* repeated values, owned */
     uint32_t n;                /* repeated count */
     uint32_t cap;
-    bool set;                  /* singular: given explicitly (presence) */
+    bool set; /* singular: given explicitly (presence) */
 } imagen_config_slot;
 
 struct imagen_config_msg {
@@ -111,8 +111,8 @@ int imagen_config_field_index_json(const imagen_config_msg_desc *d, const char *
 int imagen_config_field_must(const imagen_config_msg_desc *d, const char *name);
 /* Enum value lookups; return false when unknown. `nocase` compares ASCII
  * case-insensitively (JSON). */
-bool imagen_config_enum_by_name(const imagen_config_enum_desc *e, const char *name, size_t len,
-                                bool nocase, int32_t *out);
+bool imagen_config_enum_by_name(const imagen_config_enum_desc *e, const char *name, size_t len, bool nocase,
+                                int32_t *out);
 bool imagen_config_enum_known(const imagen_config_enum_desc *e, int64_t number);
 /* Name of an enum value, or NULL when the number is not declared. */
 const char *imagen_config_enum_name(const imagen_config_enum_desc *e, int64_t number);

@@ -23,10 +23,10 @@ typedef enum { TK_END, TK_IDENT, TK_INT, TK_FLOAT, TK_STRING, TK_SYM } tok_kind;
 
 typedef struct {
     tok_kind kind;
-    size_t start;  /* byte offset in the input */
+    size_t start; /* byte offset in the input */
     size_t len;
-    int line;      /* 1-based */
-    int col;       /* 1-based, in bytes */
+    int line; /* 1-based */
+    int col;  /* 1-based, in bytes */
 } token;
 
 typedef struct {
@@ -36,15 +36,14 @@ typedef struct {
     int line;
     int col;
     const char *filename;
-    token tok;          /* current lookahead */
-    size_t n_msgs;      /* messages created so far */
-    imagen_error *err;  /* first error; parsing stops at it */
+    token tok;         /* current lookahead */
+    size_t n_msgs;     /* messages created so far */
+    imagen_error *err; /* first error; parsing stops at it */
 } parser;
 
 /* ---- errors ---- */
 
-static bool fail_at(parser *p, int line, int col, const char *field, const char *fmt, ...)
-    IMAGEN_PRINTF(5, 6);
+static bool fail_at(parser *p, int line, int col, const char *field, const char *fmt, ...) IMAGEN_PRINTF(5, 6);
 
 static bool
 fail_at(parser *p, int line, int col, const char *field, const char *fmt, ...)
@@ -57,8 +56,8 @@ fail_at(parser *p, int line, int col, const char *field, const char *fmt, ...)
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     if (field != NULL)
-        p->err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s:%d:%d: %s (field '%s')", p->filename,
-                                  line, col, what, field);
+        p->err =
+            imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s:%d:%d: %s (field '%s')", p->filename, line, col, what, field);
     else
         p->err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s:%d:%d: %s", p->filename, line, col, what);
     return false;
@@ -325,11 +324,16 @@ static const char *
 type_name(imagen_config_type t)
 {
     switch (t) {
-    case IMAGEN_CONFIG_T_INT32: return "int32";
-    case IMAGEN_CONFIG_T_INT64: return "int64";
-    case IMAGEN_CONFIG_T_UINT32: return "uint32";
-    case IMAGEN_CONFIG_T_UINT64: return "uint64";
-    default: return "integer";
+    case IMAGEN_CONFIG_T_INT32:
+        return "int32";
+    case IMAGEN_CONFIG_T_INT64:
+        return "int64";
+    case IMAGEN_CONFIG_T_UINT32:
+        return "uint32";
+    case IMAGEN_CONFIG_T_UINT64:
+        return "uint64";
+    default:
+        return "integer";
     }
 }
 
@@ -350,10 +354,18 @@ parse_integer(parser *p, const imagen_config_field_desc *f, imagen_config_value 
         return false;
     bool in_range;
     switch (f->type) {
-    case IMAGEN_CONFIG_T_INT32: in_range = neg ? mag <= (uint64_t)INT32_MAX + 1 : mag <= INT32_MAX; break;
-    case IMAGEN_CONFIG_T_INT64: in_range = neg ? mag <= (uint64_t)INT64_MAX + 1 : mag <= INT64_MAX; break;
-    case IMAGEN_CONFIG_T_UINT32: in_range = (!neg || mag == 0) && mag <= UINT32_MAX; break;
-    default: in_range = !neg || mag == 0; break;
+    case IMAGEN_CONFIG_T_INT32:
+        in_range = neg ? mag <= (uint64_t)INT32_MAX + 1 : mag <= INT32_MAX;
+        break;
+    case IMAGEN_CONFIG_T_INT64:
+        in_range = neg ? mag <= (uint64_t)INT64_MAX + 1 : mag <= INT64_MAX;
+        break;
+    case IMAGEN_CONFIG_T_UINT32:
+        in_range = (!neg || mag == 0) && mag <= UINT32_MAX;
+        break;
+    default:
+        in_range = !neg || mag == 0;
+        break;
     }
     if (!in_range)
         return FAIL_TOK(p, &t, f->name, "value out of range for %s", type_name(f->type));
@@ -484,15 +496,35 @@ decode_string(parser *p, const token *t, const char *field, imagen_buf *b)
         i++; /* backslash; the tokenizer guarantees a following byte */
         char c = s[i++];
         switch (c) {
-        case 'n': imagen_buf_append_char(b, '\n'); break;
-        case 't': imagen_buf_append_char(b, '\t'); break;
-        case 'r': imagen_buf_append_char(b, '\r'); break;
-        case 'a': imagen_buf_append_char(b, '\a'); break;
-        case 'b': imagen_buf_append_char(b, '\b'); break;
-        case 'f': imagen_buf_append_char(b, '\f'); break;
-        case 'v': imagen_buf_append_char(b, '\v'); break;
-        case '\\': case '"': case '\'': case '?': imagen_buf_append_char(b, c); break;
-        case 'x': case 'X': {
+        case 'n':
+            imagen_buf_append_char(b, '\n');
+            break;
+        case 't':
+            imagen_buf_append_char(b, '\t');
+            break;
+        case 'r':
+            imagen_buf_append_char(b, '\r');
+            break;
+        case 'a':
+            imagen_buf_append_char(b, '\a');
+            break;
+        case 'b':
+            imagen_buf_append_char(b, '\b');
+            break;
+        case 'f':
+            imagen_buf_append_char(b, '\f');
+            break;
+        case 'v':
+            imagen_buf_append_char(b, '\v');
+            break;
+        case '\\':
+        case '"':
+        case '\'':
+        case '?':
+            imagen_buf_append_char(b, c);
+            break;
+        case 'x':
+        case 'X': {
             if (i >= n || !is_hex((unsigned char)s[i]))
                 return FAIL_TOK(p, t, field, "\\x must be followed by hex digits");
             unsigned v = 0;
@@ -501,7 +533,8 @@ decode_string(parser *p, const token *t, const char *field, imagen_buf *b)
             imagen_buf_append_char(b, (char)v);
             break;
         }
-        case 'u': case 'U': {
+        case 'u':
+        case 'U': {
             int digits = c == 'u' ? 4 : 8;
             uint32_t cp = 0;
             for (int k = 0; k < digits; k++) {
@@ -544,11 +577,17 @@ utf8_valid(const unsigned char *s, size_t n)
         size_t need;
         uint32_t cp, min;
         if ((c & 0xe0) == 0xc0) {
-            need = 1; cp = c & 0x1f; min = 0x80;
+            need = 1;
+            cp = c & 0x1f;
+            min = 0x80;
         } else if ((c & 0xf0) == 0xe0) {
-            need = 2; cp = c & 0x0f; min = 0x800;
+            need = 2;
+            cp = c & 0x0f;
+            min = 0x800;
         } else if ((c & 0xf8) == 0xf0) {
-            need = 3; cp = c & 0x07; min = 0x10000;
+            need = 3;
+            cp = c & 0x07;
+            min = 0x10000;
         } else {
             return false;
         }
@@ -641,13 +680,19 @@ parse_scalar(parser *p, const imagen_config_field_desc *f, imagen_config_value *
     case IMAGEN_CONFIG_T_INT32:
     case IMAGEN_CONFIG_T_INT64:
     case IMAGEN_CONFIG_T_UINT32:
-    case IMAGEN_CONFIG_T_UINT64: return parse_integer(p, f, out);
-    case IMAGEN_CONFIG_T_BOOL: return parse_bool(p, f, out);
+    case IMAGEN_CONFIG_T_UINT64:
+        return parse_integer(p, f, out);
+    case IMAGEN_CONFIG_T_BOOL:
+        return parse_bool(p, f, out);
     case IMAGEN_CONFIG_T_FLOAT:
-    case IMAGEN_CONFIG_T_DOUBLE: return parse_floating(p, f, out);
-    case IMAGEN_CONFIG_T_STRING: return parse_string(p, f, out);
-    case IMAGEN_CONFIG_T_ENUM: return parse_enum(p, f, out);
-    case IMAGEN_CONFIG_T_MESSAGE: break;
+    case IMAGEN_CONFIG_T_DOUBLE:
+        return parse_floating(p, f, out);
+    case IMAGEN_CONFIG_T_STRING:
+        return parse_string(p, f, out);
+    case IMAGEN_CONFIG_T_ENUM:
+        return parse_enum(p, f, out);
+    case IMAGEN_CONFIG_T_MESSAGE:
+        break;
     }
     return FAIL_TOK(p, &p->tok, f->name, "internal error: not a scalar");
 }

@@ -33,45 +33,45 @@ typedef struct item_list {
 typedef struct level_queue {
     item_list live;
     item_list delayed;
-    size_t count;                  /* live + delayed, for max_queue_size */
-    imagen_queue_policy policy;    /* copy of the level's policy */
-    uint64_t timeout_ns;           /* policy.default_timeout_us in ns; 0 = none */
+    size_t count;               /* live + delayed, for max_queue_size */
+    imagen_queue_policy policy; /* copy of the level's policy */
+    uint64_t timeout_ns;        /* policy.default_timeout_us in ns; 0 = none */
 } level_queue;
 
 struct imagen_batcher {
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;        /* instance threads wait here */
-    pthread_cond_t timer_cv;       /* the timer thread waits here */
+    pthread_cond_t work_cv;  /* instance threads wait here */
+    pthread_cond_t timer_cv; /* the timer thread waits here */
 
     /* ---- immutable after create ---- */
     void (*on_reject)(void *ctx, imagen_batch_item *item, imagen_error *err, imagen_fail_reason reason);
     void *ctx;
-    uint64_t max_batch;            /* B_max = max(1, max_batch_size); 1 with batching off */
-    uint64_t *preferred;           /* P, sorted ascending, no duplicates, never empty */
+    uint64_t max_batch;  /* B_max = max(1, max_batch_size); 1 with batching off */
+    uint64_t *preferred; /* P, sorted ascending, no duplicates, never empty */
     size_t n_preferred;
-    uint64_t max_preferred;        /* P_max */
-    uint64_t delay_ns;             /* D in ns; 0 = greedy */
+    uint64_t max_preferred; /* P_max */
+    uint64_t delay_ns;      /* D in ns; 0 = greedy */
     bool preserve_ordering;
-    bool levels_on;                /* priority_levels > 0 */
-    size_t n_levels;               /* >= 1 */
-    uint64_t default_level;        /* 1-based; meaningful when levels_on */
-    level_queue *levels;           /* [n_levels]; index = level - 1 (0 when levels off) */
-    size_t delay_until_count;      /* 0 = no hold */
+    bool levels_on;           /* priority_levels > 0 */
+    size_t n_levels;          /* >= 1 */
+    uint64_t default_level;   /* 1-based; meaningful when levels_on */
+    level_queue *levels;      /* [n_levels]; index = level - 1 (0 when levels off) */
+    size_t delay_until_count; /* 0 = no hold */
     bool has_timer;
     pthread_t timer;
 
     /* ---- guarded by mu ---- */
-    imagen_batch_item **heap;      /* min-heap on deadline_ns of queued, undelayed items */
+    imagen_batch_item **heap; /* min-heap on deadline_ns of queued, undelayed items */
     size_t heap_len, heap_cap;
-    bool shutdown;                 /* no more enqueues; drain and return 0 */
-    bool stop_timer;               /* destroy: the timer thread exits */
-    bool hold_released;            /* delay_until_count reached (for good) */
+    bool shutdown;      /* no more enqueues; drain and return 0 */
+    bool stop_timer;    /* destroy: the timer thread exits */
+    bool hold_released; /* delay_until_count reached (for good) */
     uint64_t total_enqueued;
-    uint64_t next_sequence;        /* next dequeue sequence number */
-    item_list held;                /* preserve_ordering: finished, sorted by sequence */
-    uint64_t next_deliver;         /* sequence the ordering list releases next */
-    bool delivering;               /* one thread is running deliver callbacks */
-    atomic_size_t pending;         /* queued items; written under mu, read lock-free */
+    uint64_t next_sequence; /* next dequeue sequence number */
+    item_list held;         /* preserve_ordering: finished, sorted by sequence */
+    uint64_t next_deliver;  /* sequence the ordering list releases next */
+    bool delivering;        /* one thread is running deliver callbacks */
+    atomic_size_t pending;  /* queued items; written under mu, read lock-free */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -284,8 +284,7 @@ expired_at(const imagen_batch_item *it, uint64_t now)
 /* Completes dropped items through on_reject. Called WITHOUT b->mu: the
  * callback may free the item, so its link is read first. */
 static void
-flush_rejects(imagen_batcher *b, item_list *l, imagen_error_code code, const char *msg,
-              imagen_fail_reason reason)
+flush_rejects(imagen_batcher *b, item_list *l, imagen_error_code code, const char *msg, imagen_fail_reason reason)
 {
     imagen_batch_item *it = l->head;
     l->head = l->tail = NULL;
@@ -308,11 +307,11 @@ flush_timeouts(imagen_batcher *b, item_list *l)
 /* ------------------------------------------------------------------------ */
 
 typedef struct formed {
-    size_t n;                      /* items in the pending set (out[0..n)) */
-    uint64_t size;                 /* pending batch size */
-    size_t cut_n;                  /* items up to the recorded cut point; 0 = none */
+    size_t n;      /* items in the pending set (out[0..n)) */
+    uint64_t size; /* pending batch size */
+    size_t cut_n;  /* items up to the recorded cut point; 0 = none */
     bool send_now;
-    uint64_t oldest_ns;            /* enqueue time of the oldest pending item */
+    uint64_t oldest_ns; /* enqueue time of the oldest pending item */
 } formed;
 
 /* Scans the queues in priority order (level 1 first; live, then delayed)
@@ -322,8 +321,7 @@ typedef struct formed {
  * the scan, plus the expired items handled (each item expires once, so that
  * part is amortized O(1) per request), plus one step per empty level. */
 static void
-scan(imagen_batcher *b, uint64_t now, imagen_batch_item **out, size_t cap, formed *f,
-     item_list *rejects)
+scan(imagen_batcher *b, uint64_t now, imagen_batch_item **out, size_t cap, formed *f, item_list *rejects)
 {
     const imagen_batch_item *first = NULL;
     memset(f, 0, sizeof(*f));
@@ -472,8 +470,7 @@ imagen_batcher_create(const imagen_batcher_options *opts, imagen_batcher **out)
      * is one unbounded queue without timeouts. */
     b->levels_on = dyn && db->priority_levels > 0;
     /* item->level is 32 bits wide. */
-    if (b->levels_on &&
-        (db->priority_levels > UINT32_MAX || db->priority_levels > SIZE_MAX / sizeof(level_queue))) {
+    if (b->levels_on && (db->priority_levels > UINT32_MAX || db->priority_levels > SIZE_MAX / sizeof(level_queue))) {
         free_batcher(b);
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "model '%s': priority_levels too large", cfg->name);
     }
@@ -513,8 +510,7 @@ imagen_batcher_create(const imagen_batcher_options *opts, imagen_batcher **out)
         pthread_cond_destroy(&b->work_cv);
         pthread_mutex_destroy(&b->mu);
         free_batcher(b);
-        return imagen_error_new(IMAGEN_ERR_INTERNAL, "model '%s': cannot start the batcher timer thread",
-                                cfg->name);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "model '%s': cannot start the batcher timer thread", cfg->name);
     }
     *out = b;
     return NULL;
@@ -624,13 +620,13 @@ imagen_batcher_next_batch(imagen_batcher *b, imagen_batch_item **out, size_t cap
         bool delay_over = b->shutdown || (b->delay_ns != 0 && now - f.oldest_ns >= b->delay_ns);
         size_t take = 0;
         if (f.cut_n != 0 && !delay_over)
-            take = f.cut_n;                 /* 1. a preferred (or P_max) cut point */
+            take = f.cut_n; /* 1. a preferred (or P_max) cut point */
         else if (f.n == 0)
-            continue;                       /* 2. all expired: flush, look again */
+            continue; /* 2. all expired: flush, look again */
         else if (f.send_now || f.size >= b->max_preferred)
-            take = f.n;                     /* 3. cannot grow */
+            take = f.n; /* 3. cannot grow */
         else if (delay_over || b->delay_ns == 0)
-            take = f.n;                     /* 4. waited long enough, or greedy */
+            take = f.n; /* 4. waited long enough, or greedy */
 
         if (take > 0) {
             for (size_t i = 0; i < take; i++) {
@@ -667,8 +663,7 @@ imagen_batcher_cancel(imagen_batcher *b, imagen_batch_item *item)
         return false;
     /* A waiting instance may be timing a batch that held this item; it
      * rescans when its wait ends, so no wake-up is needed. */
-    b->on_reject(b->ctx, item, imagen_error_new(IMAGEN_ERR_CANCELLED, "Request cancelled"),
-                 IMAGEN_FAIL_CANCELED);
+    b->on_reject(b->ctx, item, imagen_error_new(IMAGEN_ERR_CANCELLED, "Request cancelled"), IMAGEN_FAIL_CANCELED);
     return true;
 }
 
@@ -720,8 +715,8 @@ deliver_list(item_list *l)
 }
 
 void
-imagen_batcher_complete(imagen_batcher *b, imagen_batch_item *item,
-                        void (*deliver)(imagen_batch_item *item, void *ctx), void *ctx)
+imagen_batcher_complete(imagen_batcher *b, imagen_batch_item *item, void (*deliver)(imagen_batch_item *item, void *ctx),
+                        void *ctx)
 {
     if (!b->preserve_ordering) {
         deliver(item, ctx);
@@ -796,8 +791,7 @@ imagen_batcher_destroy(imagen_batcher *b)
             }
         }
     }
-    flush_rejects(b, &left, IMAGEN_ERR_UNAVAILABLE, "Server exiting: request was not executed",
-                  IMAGEN_FAIL_OTHER);
+    flush_rejects(b, &left, IMAGEN_ERR_UNAVAILABLE, "Server exiting: request was not executed", IMAGEN_FAIL_OTHER);
     deliver_list(&b->held);
 
     pthread_cond_destroy(&b->timer_cv);

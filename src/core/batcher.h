@@ -39,9 +39,9 @@ typedef struct imagen_batcher imagen_batcher;
 
 typedef struct imagen_batch_item {
     /* ---- set by the caller before enqueue, read-only afterwards ---- */
-    uint64_t batch_size;           /* >= 1 (a non-batching request counts 1) */
-    uint64_t priority;             /* request's priority; 0 = model default */
-    uint64_t timeout_us;           /* request's timeout override; 0 = none */
+    uint64_t batch_size; /* >= 1 (a non-batching request counts 1) */
+    uint64_t priority;   /* request's priority; 0 = model default */
+    uint64_t timeout_us; /* request's timeout override; 0 = none */
     /* Shape signature for requests that must agree to share a batch: the
      * non-batch dims of every input, in a canonical input order, with the
      * input count folded in. NULL/0 when the model needs no shape check. */
@@ -51,14 +51,14 @@ typedef struct imagen_batch_item {
      * caller may read them, e.g. `sequence` after next_batch, but never
      * writes them) ---- */
     struct imagen_batch_item *prev, *next; /* queue links; reused for the ordering list */
-    uint64_t enqueue_ns;           /* monotonic time of enqueue */
-    uint64_t deadline_ns;          /* queue-timeout deadline, monotonic ns; 0 = none */
-    uint64_t sequence;             /* dequeue order (for preserve_ordering) */
-    uint32_t level;                /* priority level it was queued at (0 when levels off) */
-    bool delayed;                  /* timed out under DELAY policy */
-    bool queued;                   /* currently linked in a queue */
-    bool order_done;               /* preserve_ordering: completed, waiting for earlier ones */
-    size_t heap_index;             /* slot in the deadline heap; SIZE_MAX = not in it */
+    uint64_t enqueue_ns;                   /* monotonic time of enqueue */
+    uint64_t deadline_ns;                  /* queue-timeout deadline, monotonic ns; 0 = none */
+    uint64_t sequence;                     /* dequeue order (for preserve_ordering) */
+    uint32_t level;                        /* priority level it was queued at (0 when levels off) */
+    bool delayed;                          /* timed out under DELAY policy */
+    bool queued;                           /* currently linked in a queue */
+    bool order_done;                       /* preserve_ordering: completed, waiting for earlier ones */
+    size_t heap_index;                     /* slot in the deadline heap; SIZE_MAX = not in it */
     /* preserve_ordering: the deliver callback given to complete(), kept so
      * a held item can be delivered later on another thread. */
     void (*deliver)(struct imagen_batch_item *item, void *ctx);

@@ -60,9 +60,9 @@ typedef struct imagen_instance imagen_instance;
 /* What a backend sees of a model version while loading it. */
 struct imagen_backend_model {
     const char *name;
-    int64_t version;                 /* -1 during auto-complete */
+    int64_t version; /* -1 during auto-complete */
     const char *model_dir;
-    const char *version_dir;         /* NULL during auto-complete */
+    const char *version_dir;           /* NULL during auto-complete */
     const imagen_model_config *config; /* during auto-complete: before completion */
 };
 
@@ -77,31 +77,31 @@ struct imagen_model {
     imagen_server *server;
     char *name;
     int64_t version;
-    char *model_dir;                 /* <repo>/<model> */
-    char *version_dir;               /* <repo>/<model>/<version> */
-    imagen_model_config *config;     /* owned */
-    const imagen_backend *backend;   /* borrowed from the server's registry */
+    char *model_dir;               /* <repo>/<model> */
+    char *version_dir;             /* <repo>/<model>/<version> */
+    imagen_model_config *config;   /* owned */
+    const imagen_backend *backend; /* borrowed from the server's registry */
     void *backend_model_state;
     imagen_batcher *batcher;
     imagen_instance *instances;
     size_t n_instances;
-    imagen_stats *stats;             /* a reference */
+    imagen_stats *stats; /* a reference */
     output_labels *labels;
     size_t n_labels;
-    bool shape_check;                /* requests must agree on non-batch dims */
+    bool shape_check; /* requests must agree on non-batch dims */
     struct imagen_backend_model backend_view;
-    atomic_bool stopping;            /* set by destroy; passive instances exit */
+    atomic_bool stopping; /* set by destroy; passive instances exit */
     pthread_mutex_t passive_lock;
     pthread_cond_t passive_cond;
-    struct imagen_model *reap_next;  /* reaper queue link */
+    struct imagen_model *reap_next; /* reaper queue link */
 };
 
 /* Loads one version: backend model_init, instances (each on its own thread,
  * warmed up). Takes ownership of `config` (also on failure). On success
  * *out holds one reference (the caller's). */
 imagen_error *imagen__model_load(imagen_server *srv, const char *name, int64_t version, const char *model_dir,
-                                 imagen_model_config *config, const imagen_backend *backend,
-                                 imagen_stats *stats, imagen_model **out);
+                                 imagen_model_config *config, const imagen_backend *backend, imagen_stats *stats,
+                                 imagen_model **out);
 imagen_model *imagen__model_ref(imagen_model *m);
 /* Drops a reference; the last one queues the model on the reaper. */
 void imagen__model_unref(imagen_model *m);

@@ -32,11 +32,11 @@ struct imagen_instance {
     char *name;
     imagen_backend_instance_info info;
     bool passive;
-    void *state;                 /* backend instance state */
+    void *state; /* backend instance state */
     /* start-up handshake with the loader thread */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int init_result;             /* 0 pending, 1 ready, -1 failed */
+    int init_result; /* 0 pending, 1 ready, -1 failed */
     imagen_error *init_error;
 };
 
@@ -108,8 +108,10 @@ load_labels(imagen_model *m)
         if (file == NULL || file[0] == '\0')
             continue;
         if (strstr(file, "..") != NULL || file[0] == '/')
-            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "label_filename '%s' of output '%s' must be a "
-                                    "relative path inside the model directory", file, mc->outputs[i].name);
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "label_filename '%s' of output '%s' must be a "
+                                    "relative path inside the model directory",
+                                    file, mc->outputs[i].name);
         char *path = path_join(m->model_dir, file);
         char *text = NULL;
         size_t len = 0;
@@ -370,8 +372,7 @@ instance_main(void *arg)
             while ((n = imagen_batcher_next_batch(m->batcher, items, cap)) > 0)
                 execute_batch(inst, items, reqs, n);
         } else {
-            imagen_log(IMAGEN_LOG_ERROR, "core", "instance '%s' of model '%s': out of memory", inst->name,
-                       m->name);
+            imagen_log(IMAGEN_LOG_ERROR, "core", "instance '%s' of model '%s': out of memory", inst->name, m->name);
         }
         free(items);
         free(reqs);
@@ -468,8 +469,7 @@ delay_until_from_env(void)
 
 imagen_error *
 imagen__model_load(imagen_server *srv, const char *name, int64_t version, const char *model_dir,
-                   imagen_model_config *config, const imagen_backend *backend, imagen_stats *stats,
-                   imagen_model **out)
+                   imagen_model_config *config, const imagen_backend *backend, imagen_stats *stats, imagen_model **out)
 {
     uint64_t t_start = imagen_time_now_ns();
     imagen_model *m = calloc(1, sizeof(*m));

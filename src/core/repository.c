@@ -28,8 +28,8 @@
 #include "common/sync.h"
 #include "common/time.h"
 
-#define MODEL_FILE_MAX_BYTES (1u << 30)   /* one file of a load request */
-#define REPOSITORY_MAX_MODELS 100000      /* entries scanned per repository */
+#define MODEL_FILE_MAX_BYTES (1u << 30) /* one file of a load request */
+#define REPOSITORY_MAX_MODELS 100000    /* entries scanned per repository */
 
 static const char STATE_READY[] = "READY";
 static const char STATE_UNAVAILABLE[] = "UNAVAILABLE";
@@ -37,35 +37,35 @@ static const char STATE_LOADING[] = "LOADING";
 
 typedef struct version_slot {
     int64_t version;
-    const char *state;             /* one of the STATE_* strings */
-    char *reason;                  /* owned, "" when none */
-    imagen_model *model;           /* READY version: the repository's reference */
-    imagen_stats *stats;           /* counters for this version, kept across reloads */
+    const char *state;   /* one of the STATE_* strings */
+    char *reason;        /* owned, "" when none */
+    imagen_model *model; /* READY version: the repository's reference */
+    imagen_stats *stats; /* counters for this version, kept across reloads */
 } version_slot;
 
 typedef struct model_entry {
     char *name;
-    char *dir;                     /* model directory on disk; NULL if none */
-    char *override_dir;            /* temporary directory of a load with files */
-    bool conflict;                 /* present in two repositories */
-    bool attempted;                /* a load was attempted at least once */
-    bool busy;                     /* a load/unload is running */
-    char *model_reason;            /* model-level failure (no version loaded), owned or NULL */
+    char *dir;          /* model directory on disk; NULL if none */
+    char *override_dir; /* temporary directory of a load with files */
+    bool conflict;      /* present in two repositories */
+    bool attempted;     /* a load was attempted at least once */
+    bool busy;          /* a load/unload is running */
+    char *model_reason; /* model-level failure (no version loaded), owned or NULL */
     version_slot *slots;
     size_t n_slots;
-    char *fingerprint;             /* poll mode: what the directory looked like at load */
+    char *fingerprint; /* poll mode: what the directory looked like at load */
 } model_entry;
 
 struct imagen_repository {
     imagen_server *srv;
     pthread_mutex_t lock;
-    pthread_cond_t busy_cond;      /* an entry stopped being busy */
-    model_entry **entries;         /* sorted by name */
+    pthread_cond_t busy_cond; /* an entry stopped being busy */
+    model_entry **entries;    /* sorted by name */
     size_t n_entries, cap_entries;
     pthread_t poll_thread;
     bool poll_started;
     bool stopping;
-    pthread_cond_t poll_cond;      /* monotonic; wakes the poll thread to stop */
+    pthread_cond_t poll_cond; /* monotonic; wakes the poll thread to stop */
 };
 
 /* ---- entries ---------------------------------------------------------------- */
@@ -205,8 +205,7 @@ list_versions(const char *dir, int64_t **versions, size_t *n, char **first_name)
     *first_name = NULL;
     DIR *d = opendir(dir);
     if (d == NULL)
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "cannot open model directory '%s': %s", dir,
-                                strerror(errno));
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "cannot open model directory '%s': %s", dir, strerror(errno));
     size_t cap = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
@@ -276,8 +275,8 @@ fingerprint_dir(const char *dir)
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         struct stat st;
         if (stat(path, &st) == 0)
-            imagen_buf_appendf(&b, "%s:%lld.%09ld:%lld;", names[i], (long long)st.st_mtim.tv_sec,
-                               st.st_mtim.tv_nsec, (long long)st.st_size);
+            imagen_buf_appendf(&b, "%s:%lld.%09ld:%lld;", names[i], (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+                               (long long)st.st_size);
         if (strcmp(names[i], "configs") == 0 && S_ISDIR(st.st_mode)) {
             char *sub = fingerprint_dir(path);
             if (sub) {
@@ -395,7 +394,7 @@ read_config(imagen_repository *repo, const char *dir, const char *override_json,
 
 typedef struct loaded_version {
     int64_t version;
-    imagen_model *model;     /* NULL on failure */
+    imagen_model *model; /* NULL on failure */
     imagen_error *error;
 } loaded_version;
 
@@ -421,8 +420,9 @@ select_versions(const imagen_model_config *mc, const int64_t *avail, size_t n, i
                 if (!dup)
                     out[k++] = mc->specific_versions[s];
             } else {
-                imagen_log(IMAGEN_LOG_ERROR, "core", "model '%s': version %" PRId64
-                           " named by the version policy does not exist", name, mc->specific_versions[s]);
+                imagen_log(IMAGEN_LOG_ERROR, "core",
+                           "model '%s': version %" PRId64 " named by the version policy does not exist", name,
+                           mc->specific_versions[s]);
             }
         }
         qsort(out, k, sizeof(int64_t), cmp_i64);
@@ -468,11 +468,9 @@ prepare_config(imagen_repository *repo, const char *name, const char *dir, const
         if (mc->has_ensemble_scheduling || strcmp(mc->platform, "ensemble") == 0)
             err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED, "model '%s': ensembles are not supported yet", name);
         else if (mc->has_sequence_batching)
-            err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
-                                   "model '%s': sequence_batching is not supported yet", name);
+            err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED, "model '%s': sequence_batching is not supported yet", name);
         else if (mc->decoupled)
-            err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED, "model '%s': decoupled models are not supported yet",
-                                   name);
+            err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED, "model '%s': decoupled models are not supported yet", name);
         else if (mc->backend[0] == '\0')
             err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "model '%s' names no backend (platform '%s')", name,
                                    mc->platform);
@@ -521,11 +519,12 @@ load_entry(imagen_repository *repo, model_entry *e, const char *override_json)
 
     imagen_error *err = NULL;
     if (conflict)
-        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "model '%s' appears in more than one model repository",
-                               e->name);
+        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "model '%s' appears in more than one model repository", e->name);
     else if (dir == NULL)
-        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "failed to load '%s': no model directory named '%s' in "
-                               "any model repository", e->name, e->name);
+        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                               "failed to load '%s': no model directory named '%s' in "
+                               "any model repository",
+                               e->name, e->name);
     char *fingerprint = dir ? fingerprint_dir(dir) : NULL;
 
     imagen_config_msg *msg = NULL;
@@ -544,8 +543,10 @@ load_entry(imagen_repository *repo, model_entry *e, const char *override_json)
         else
             n_chosen = select_versions(probe, avail, n_avail, chosen, e->name);
         if (!err && n_chosen == 0)
-            err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "at least one version must be available under the "
-                                   "version policy of model '%s'", e->name);
+            err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                   "at least one version must be available under the "
+                                   "version policy of model '%s'",
+                                   e->name);
     }
     imagen_model_config_free(probe);
 
@@ -595,21 +596,22 @@ load_entry(imagen_repository *repo, model_entry *e, const char *override_json)
     for (size_t i = 0; lv && stats && i < n_chosen; i++) {
         lv[i].version = chosen[i];
         imagen_model_config *mc = NULL;
-        lv[i].error = stats[i] ? imagen_model_config_build(msg, &mc)
-                               : imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+        lv[i].error =
+            stats[i] ? imagen_model_config_build(msg, &mc) : imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
         if (!lv[i].error) {
             uint64_t t0 = imagen_time_now_ns();
             lv[i].error = imagen__model_load(srv, e->name, chosen[i], dir, mc, backend, stats[i], &lv[i].model);
             if (!lv[i].error)
-                imagen_log(IMAGEN_LOG_INFO, "core", "successfully loaded '%s' version %" PRId64 " (%.1f ms)",
-                           e->name, chosen[i], (double)(imagen_time_now_ns() - t0) / 1e6);
+                imagen_log(IMAGEN_LOG_INFO, "core", "successfully loaded '%s' version %" PRId64 " (%.1f ms)", e->name,
+                           chosen[i], (double)(imagen_time_now_ns() - t0) / 1e6);
         }
         if (lv[i].error) {
             imagen_log(IMAGEN_LOG_ERROR, "core", "failed to load '%s' version %" PRId64 ": %s", e->name, chosen[i],
                        imagen_error_message(lv[i].error));
             if (first_err == NULL)
-                first_err = imagen_error_new(imagen_error_code_of(lv[i].error), "failed to load '%s' version %" PRId64
-                                             ": %s", e->name, chosen[i], imagen_error_message(lv[i].error));
+                first_err =
+                    imagen_error_new(imagen_error_code_of(lv[i].error), "failed to load '%s' version %" PRId64 ": %s",
+                                     e->name, chosen[i], imagen_error_message(lv[i].error));
         }
     }
     if (lv == NULL || stats == NULL)
@@ -1069,8 +1071,8 @@ imagen_server_model_ready_versions(imagen_server *srv, const char *name, int64_t
     model_entry *e = find_entry_locked(repo, name ? name : "", NULL);
     imagen_error *err = NULL;
     if (e == NULL || (e->n_slots == 0 && e->model_reason == NULL)) {
-        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Request for unknown model: '%s' is not found",
-                               name ? name : "");
+        err =
+            imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Request for unknown model: '%s' is not found", name ? name : "");
     } else {
         *versions = calloc(e->n_slots + 1, sizeof(int64_t));
         if (*versions == NULL)
@@ -1211,8 +1213,10 @@ write_override_dir(const char *name, const imagen_model_file *files, size_t n, c
     for (size_t i = 0; i < n; i++) {
         if (!safe_relative_path(files[i].path)) {
             remove_tree(templ);
-            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "file path '%s' of model '%s' must be relative and stay "
-                                    "inside the model directory", files[i].path ? files[i].path : "", name);
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "file path '%s' of model '%s' must be relative and stay "
+                                    "inside the model directory",
+                                    files[i].path ? files[i].path : "", name);
         }
         if (files[i].size > MODEL_FILE_MAX_BYTES) {
             remove_tree(templ);
@@ -1223,8 +1227,8 @@ write_override_dir(const char *name, const imagen_model_file *files, size_t n, c
         int plen = snprintf(path, sizeof(path), "%s/%s", templ, files[i].path);
         if (plen < 0 || (size_t)plen >= sizeof(path)) {
             remove_tree(templ);
-            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "file path '%s' of model '%s' is too long",
-                                    files[i].path, name);
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "file path '%s' of model '%s' is too long", files[i].path,
+                                    name);
         }
         /* Create parent folders. */
         for (char *p = path + strlen(templ) + 1; *p; p++) {
@@ -1248,8 +1252,8 @@ write_override_dir(const char *name, const imagen_model_file *files, size_t n, c
 }
 
 imagen_error *
-imagen_server_model_load(imagen_server *srv, const char *name, const char *config_json,
-                         const imagen_model_file *files, size_t n_files)
+imagen_server_model_load(imagen_server *srv, const char *name, const char *config_json, const imagen_model_file *files,
+                         size_t n_files)
 {
     imagen_repository *repo = imagen__server_repository(srv);
     const imagen_server_options *o = imagen__server_options(srv);
@@ -1349,8 +1353,7 @@ collect_stats(imagen_server *srv, const char *name, int64_t version, bool all_sl
         only = find_entry_locked(repo, name, NULL);
         bool any_ready = false;
         for (size_t s = 0; only && s < only->n_slots; s++)
-            any_ready |= only->slots[s].state == STATE_READY &&
-                         (version < 0 || only->slots[s].version == version);
+            any_ready |= only->slots[s].state == STATE_READY && (version < 0 || only->slots[s].version == version);
         if (!any_ready)
             err = version < 0 ? imagen_error_new(IMAGEN_ERR_INVALID_ARG, "requested model '%s' is not available", name)
                               : imagen_error_new(IMAGEN_ERR_INVALID_ARG,

@@ -25,14 +25,14 @@
 
 typedef struct req_input {
     char *name;
-    imagen_tensor tensor;            /* tensor.shape points at shape[] */
+    imagen_tensor tensor; /* tensor.shape points at shape[] */
     int64_t shape[IMAGEN_MAX_RANK];
     void *owned_data;                /* internal (warmup) requests only */
     const imagen_tensor_config *cfg; /* borrowed from the model config */
 } req_input;
 
 typedef struct resp_output {
-    imagen_tensor tensor;            /* points at name/shape/data below */
+    imagen_tensor tensor; /* points at name/shape/data below */
     char *name;
     int64_t shape[IMAGEN_MAX_RANK];
     void *data;
@@ -49,15 +49,15 @@ struct imagen_response {
 };
 
 struct imagen_request {
-    imagen_batch_item item;          /* first: the batcher links requests through it */
+    imagen_batch_item item; /* first: the batcher links requests through it */
     atomic_long refs;
-    imagen_model *model;             /* a reference */
+    imagen_model *model; /* a reference */
     char *id;
     uint64_t priority;
     uint64_t timeout_us;
     req_input *inputs;
     size_t n_inputs, cap_inputs;
-    char **requested;                /* requested output names */
+    char **requested; /* requested output names */
     size_t n_requested;
     imagen_request_param *params;
     size_t n_params;
@@ -69,9 +69,9 @@ struct imagen_request {
     uint64_t submit_ns;
     uint64_t exec_start_ns;
     uint64_t input_ns, infer_ns, output_ns;
-    imagen_response *response;       /* built during execute */
-    imagen_error *exec_error;        /* set by imagen_backend_request_fail */
-    bool touched;                    /* backend produced an output or failed it */
+    imagen_response *response; /* built during execute */
+    imagen_error *exec_error;  /* set by imagen_backend_request_fail */
+    bool touched;              /* backend produced an output or failed it */
     int64_t *shape_sig;
     uint64_t batch_size;
 };
@@ -114,10 +114,9 @@ shape_mismatch(const imagen_request *req, const imagen_tensor_config *cfg, const
     imagen_buf want = IMAGEN_BUF_INIT, got = IMAGEN_BUF_INIT;
     format_shape(&want, cfg->dims, cfg->rank, mc->max_batch_size > 0);
     format_shape(&got, shape, rank, false);
-    imagen_error *err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                         "unexpected shape for input '%s' for model '%s'. Expected %s, got %s",
-                                         cfg->name, mc->name, want.data ? want.data : "[]",
-                                         got.data ? got.data : "[]");
+    imagen_error *err =
+        imagen_error_new(IMAGEN_ERR_INVALID_ARG, "unexpected shape for input '%s' for model '%s'. Expected %s, got %s",
+                         cfg->name, mc->name, want.data ? want.data : "[]", got.data ? got.data : "[]");
     imagen_buf_free(&want);
     imagen_buf_free(&got);
     return err;
@@ -133,10 +132,9 @@ check_bytes_tensor(const char *name, const void *data, size_t byte_size, uint64_
     uint64_t seen = 0;
     while (off < byte_size) {
         if (byte_size - off < 4)
-            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                    "incomplete string length for inference input '%s'", name);
-        uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
-                       (uint32_t)p[off + 3] << 24;
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "incomplete string length for inference input '%s'", name);
+        uint32_t len =
+            (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 | (uint32_t)p[off + 3] << 24;
         off += 4;
         if (len > byte_size - off)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
@@ -148,8 +146,8 @@ check_bytes_tensor(const char *name, const void *data, size_t byte_size, uint64_
     }
     if (seen != count)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                "expected %" PRIu64 " string elements for inference input '%s', got %" PRIu64,
-                                count, name, seen);
+                                "expected %" PRIu64 " string elements for inference input '%s', got %" PRIu64, count,
+                                name, seen);
     return NULL;
 }
 
@@ -275,8 +273,8 @@ add_input(imagen_request *req, const char *name, imagen_datatype datatype, const
                                 "inference input '%s' data-type is '%s', but model '%s' expects '%s'", name,
                                 imagen_datatype_name(datatype), mc->name, imagen_datatype_name(cfg->datatype));
     if (rank > IMAGEN_MAX_RANK)
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has rank %zu, above the limit of %d", name,
-                                rank, IMAGEN_MAX_RANK);
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has rank %zu, above the limit of %d", name, rank,
+                                IMAGEN_MAX_RANK);
     for (size_t i = 0; i < rank; i++)
         if (shape[i] < 0)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has negative dimension %" PRId64, name,
@@ -295,8 +293,7 @@ add_input(imagen_request *req, const char *name, imagen_datatype datatype, const
 
     uint64_t count = 0;
     if (!imagen_shape_element_count(shape, rank, IMAGEN_REQUEST_MAX_ELEMENTS, &count))
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                "input '%s' has too many elements (limit %" PRIu64 ")", name,
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has too many elements (limit %" PRIu64 ")", name,
                                 (uint64_t)IMAGEN_REQUEST_MAX_ELEMENTS);
     if (datatype == IMAGEN_TYPE_BYTES) {
         IMAGEN_RETURN_IF_ERROR(check_bytes_tensor(name, data, byte_size, count));
@@ -387,8 +384,7 @@ imagen_request_add_parameter(imagen_request *req, const imagen_request_param *pa
     imagen_request_param *dst = &p[req->n_params];
     *dst = *param;
     dst->key = strdup(param->key);
-    dst->string_value = param->type == IMAGEN_PARAM_STRING && param->string_value ? strdup(param->string_value)
-                                                                                  : NULL;
+    dst->string_value = param->type == IMAGEN_PARAM_STRING && param->string_value ? strdup(param->string_value) : NULL;
     if (dst->key == NULL || (param->type == IMAGEN_PARAM_STRING && param->string_value && !dst->string_value)) {
         free(dst->key);
         free(dst->string_value);

@@ -28,7 +28,7 @@ typedef struct loaded_backend {
 } loaded_backend;
 
 struct imagen_server {
-    imagen_server_options opts;    /* strings below are owned copies */
+    imagen_server_options opts; /* strings below are owned copies */
     char **repositories;
     char **startup_models;
     char *model_config_name;
@@ -50,9 +50,9 @@ struct imagen_server {
     bool reaper_started;
     pthread_mutex_t reap_lock;
     pthread_cond_t reap_cond;
-    imagen_model *reap_head;       /* models waiting for teardown */
+    imagen_model *reap_head; /* models waiting for teardown */
     bool reap_stop;
-    size_t reap_busy;              /* models being destroyed right now */
+    size_t reap_busy; /* models being destroyed right now */
 };
 
 void
@@ -109,14 +109,15 @@ static imagen_error *
 check_vtable(const imagen_backend *vt, const char *name, const char *where)
 {
     if (vt == NULL || vt->abi_version < 1 || vt->abi_version > IMAGEN_BACKEND_ABI_VERSION)
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "backend '%s' at %s has ABI version %u; this server "
-                                "supports 1..%d", name, where, vt ? vt->abi_version : 0, IMAGEN_BACKEND_ABI_VERSION);
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "backend '%s' at %s has ABI version %u; this server "
+                                "supports 1..%d",
+                                name, where, vt ? vt->abi_version : 0, IMAGEN_BACKEND_ABI_VERSION);
     if (vt->name == NULL || strcmp(vt->name, name) != 0)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "backend library %s calls itself '%s', expected '%s'", where,
                                 vt->name ? vt->name : "", name);
     if (vt->model_init == NULL || vt->execute == NULL)
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "backend '%s' at %s lacks model_init or execute", name,
-                                where);
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "backend '%s' at %s lacks model_init or execute", name, where);
     return NULL;
 }
 
@@ -176,8 +177,8 @@ imagen__server_find_backend(imagen_server *srv, const char *name, const imagen_b
     }
     if (handle == NULL) {
         err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "unknown backend '%s': not built in, and %s%s%s", name,
-                               dlerr[0] ? "loading it failed: " : "no library at ",
-                               dlerr[0] ? dlerr : paths[0], dlerr[0] ? "" : " or the backend directory root");
+                               dlerr[0] ? "loading it failed: " : "no library at ", dlerr[0] ? dlerr : paths[0],
+                               dlerr[0] ? "" : " or the backend directory root");
         goto out;
     }
     imagen_backend_entry_fn entry;
@@ -333,8 +334,8 @@ size_t
 imagen_server_stop(imagen_server *srv)
 {
     atomic_store(&srv->exiting, true);
-    uint64_t deadline = imagen_time_now_ns() + (uint64_t)(srv->opts.exit_timeout_secs > 0
-                                                              ? srv->opts.exit_timeout_secs : 0) * 1000000000u;
+    uint64_t deadline = imagen_time_now_ns() +
+                        (uint64_t)(srv->opts.exit_timeout_secs > 0 ? srv->opts.exit_timeout_secs : 0) * 1000000000u;
     pthread_mutex_lock(&srv->drain_lock);
     while (atomic_load(&srv->inflight) > 0) {
         if (imagen_cond_wait_until(&srv->drain_cond, &srv->drain_lock, deadline) != 0 &&

@@ -37,8 +37,8 @@ struct imagen_stats {
     atomic_uint_fast64_t last_inference_ms;
     atomic_int_fast64_t pending;
     atomic_uint_fast64_t load_duration_us;
-    pthread_mutex_t rows_lock;       /* guards rows/n_rows growth and tags */
-    batch_row *rows;                 /* index = batch size; rows[0] unused */
+    pthread_mutex_t rows_lock; /* guards rows/n_rows growth and tags */
+    batch_row *rows;           /* index = batch size; rows[0] unused */
     size_t n_rows;
     bool histogram;
     atomic_uint_fast64_t buckets[IMAGEN_LATENCY_BUCKET_COUNT];

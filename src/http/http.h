@@ -22,20 +22,20 @@
 #define IMAGEN_HTTP_JSON_MAX_DEPTH 100                  /* nesting of "data" arrays */
 
 typedef struct imagen_http_options {
-    const char *address;        /* default "0.0.0.0" */
-    int port;                   /* default 8000; 0 = pick a free port */
-    int thread_count;           /* --http-thread-count, default 8 */
-    size_t max_input_size;      /* --http-max-input-size */
-    bool reuse_port;            /* --reuse-http-port */
+    const char *address;   /* default "0.0.0.0" */
+    int port;              /* default 8000; 0 = pick a free port */
+    int thread_count;      /* --http-thread-count, default 8 */
+    size_t max_input_size; /* --http-max-input-size */
+    bool reuse_port;       /* --reuse-http-port */
 } imagen_http_options;
 
 typedef struct imagen_metrics_options {
-    const char *address;        /* default: the HTTP address */
-    int port;                   /* default 8002 */
-    bool counter_latencies;     /* --metrics-config counter_latencies (default true) */
-    bool histogram_latencies;   /* --metrics-config histogram_latencies (default false) */
-    bool allow_cpu_metrics;     /* --allow-cpu-metrics (default true) */
-    unsigned interval_ms;       /* --metrics-interval-ms (default 2000) */
+    const char *address;      /* default: the HTTP address */
+    int port;                 /* default 8002 */
+    bool counter_latencies;   /* --metrics-config counter_latencies (default true) */
+    bool histogram_latencies; /* --metrics-config histogram_latencies (default false) */
+    bool allow_cpu_metrics;   /* --allow-cpu-metrics (default true) */
+    unsigned interval_ms;     /* --metrics-interval-ms (default 2000) */
 } imagen_metrics_options;
 
 typedef struct imagen_http imagen_http;

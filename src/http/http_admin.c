@@ -17,9 +17,9 @@
 
 /* The extensions we implement, as GET /v2 lists them (spec §1.4). */
 static const char *const extensions[] = {
-    "classification",      "model_repository", "model_repository(unload_dependents)",
-    "schedule_policy",     "model_configuration", "binary_tensor_data",
-    "parameters",          "statistics",
+    "classification",  "model_repository",    "model_repository(unload_dependents)",
+    "schedule_policy", "model_configuration", "binary_tensor_data",
+    "parameters",      "statistics",
 };
 
 void
@@ -400,8 +400,8 @@ repository_load(imagen_server *srv, const char *name, const char *body, size_t l
                 config = json_string_value(v);
             } else if (strncmp(key, "file:", 5) == 0) {
                 if (!json_is_string(v)) {
-                    err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                           "Unable to parse '%s': expected a base64 string", key);
+                    err =
+                        imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse '%s': expected a base64 string", key);
                     goto done;
                 }
                 unsigned char *data = NULL;
@@ -448,8 +448,7 @@ repository_unload(imagen_server *srv, const char *name, const char *body, size_t
         const json_t *d = json_is_object(params) ? json_object_get(params, "unload_dependents") : NULL;
         if (!json_is_object(params) || (d != NULL && !json_is_boolean(d))) {
             json_decref(root);
-            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                    "Unable to parse 'unload_dependents': expected a boolean");
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'unload_dependents': expected a boolean");
         }
         dependents = d != NULL && json_is_true(d);
     }
@@ -483,8 +482,9 @@ logging(bool post, const char *body, size_t len, imagen__http_reply *reply)
                 if (!json_is_boolean(v)) {
                     err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse '%s': expected a boolean", key);
                 } else {
-                    imagen_log_level lv = key[4] == 'i' ? IMAGEN_LOG_INFO
-                                          : key[4] == 'w' ? IMAGEN_LOG_WARNING : IMAGEN_LOG_ERROR;
+                    imagen_log_level lv = key[4] == 'i'   ? IMAGEN_LOG_INFO
+                                          : key[4] == 'w' ? IMAGEN_LOG_WARNING
+                                                          : IMAGEN_LOG_ERROR;
                     imagen_log_set_enabled(lv, json_is_true(v));
                 }
             } else if (strcmp(key, "log_verbose_level") == 0) {
@@ -504,8 +504,7 @@ logging(bool post, const char *body, size_t len, imagen__http_reply *reply)
                     logging_format = "ISO8601";
                     imagen_log_set_format(IMAGEN_LOG_FORMAT_ISO8601);
                 } else {
-                    err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                           "invalid argument for log_format, got: '%s'", f);
+                    err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid argument for log_format, got: '%s'", f);
                 }
             } else {
                 err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "unknown logging setting '%s'", key);
@@ -540,17 +539,31 @@ imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, c
     reply->status = 200;
     reply->json = false;
     switch (route->kind) {
-    case IMAGEN_HTTP_ROUTE_HEALTH_LIVE: health(srv, false, reply); return;
-    case IMAGEN_HTTP_ROUTE_HEALTH_READY: health(srv, true, reply); return;
-    case IMAGEN_HTTP_ROUTE_SERVER_METADATA: server_metadata(srv, reply); return;
-    case IMAGEN_HTTP_ROUTE_MODEL_METADATA: err = model_metadata(srv, model, route->version, reply); break;
+    case IMAGEN_HTTP_ROUTE_HEALTH_LIVE:
+        health(srv, false, reply);
+        return;
+    case IMAGEN_HTTP_ROUTE_HEALTH_READY:
+        health(srv, true, reply);
+        return;
+    case IMAGEN_HTTP_ROUTE_SERVER_METADATA:
+        server_metadata(srv, reply);
+        return;
+    case IMAGEN_HTTP_ROUTE_MODEL_METADATA:
+        err = model_metadata(srv, model, route->version, reply);
+        break;
     case IMAGEN_HTTP_ROUTE_MODEL_READY:
         if (!imagen_server_model_is_ready(srv, model, route->version))
             err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Model version not ready");
         break;
-    case IMAGEN_HTTP_ROUTE_MODEL_CONFIG: err = model_config(srv, model, route->version, reply); break;
-    case IMAGEN_HTTP_ROUTE_MODEL_STATS: err = statistics(srv, model, route->version, reply); break;
-    case IMAGEN_HTTP_ROUTE_REPO_INDEX: err = repository_index(srv, body, body_len, reply); break;
+    case IMAGEN_HTTP_ROUTE_MODEL_CONFIG:
+        err = model_config(srv, model, route->version, reply);
+        break;
+    case IMAGEN_HTTP_ROUTE_MODEL_STATS:
+        err = statistics(srv, model, route->version, reply);
+        break;
+    case IMAGEN_HTTP_ROUTE_REPO_INDEX:
+        err = repository_index(srv, body, body_len, reply);
+        break;
     case IMAGEN_HTTP_ROUTE_REPO_LOAD:
     case IMAGEN_HTTP_ROUTE_REPO_UNLOAD:
         if (route->repo_len > 0)
@@ -560,7 +573,9 @@ imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, c
         else
             err = repository_unload(srv, model, body, body_len);
         break;
-    case IMAGEN_HTTP_ROUTE_LOGGING: err = logging(body != NULL, body, body_len, reply); break;
+    case IMAGEN_HTTP_ROUTE_LOGGING:
+        err = logging(body != NULL, body, body_len, reply);
+        break;
     case IMAGEN_HTTP_ROUTE_SHM_STATUS:
         if (route->region != NULL)
             err = imagen_error_new(IMAGEN_ERR_NOT_FOUND, "Unable to find %s shared memory region: '%.*s'",

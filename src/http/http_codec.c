@@ -13,7 +13,7 @@
 #include <strings.h>
 #include <zlib.h>
 
-#define INFLATE_CHUNK_BYTES (256u << 10)  /* output growth step while inflating */
+#define INFLATE_CHUNK_BYTES (256u << 10) /* output growth step while inflating */
 #define ZLIB_WINDOW_BITS 15
 #define ZLIB_GZIP_WINDOW_BITS (15 + 16)
 
@@ -40,9 +40,12 @@ const char *
 imagen__http_encoding_name(imagen__http_encoding enc)
 {
     switch (enc) {
-    case IMAGEN_HTTP_ENC_GZIP: return "gzip";
-    case IMAGEN_HTTP_ENC_DEFLATE: return "deflate";
-    default: return NULL;
+    case IMAGEN_HTTP_ENC_GZIP:
+        return "gzip";
+    case IMAGEN_HTTP_ENC_DEFLATE:
+        return "deflate";
+    default:
+        return NULL;
     }
 }
 

@@ -19,21 +19,21 @@
 /* What the client asked of one output. */
 typedef struct out_spec {
     char *name;
-    bool binary;               /* parameters.binary_data */
-    uint64_t classification;   /* parameters.classification; 0 = none */
+    bool binary;             /* parameters.binary_data */
+    uint64_t classification; /* parameters.classification; 0 = none */
 } out_spec;
 
 struct imagen__http_infer {
-    imagen_request *req;       /* owned reference */
-    void **owned;              /* buffers decoded from JSON; freed with the object */
+    imagen_request *req; /* owned reference */
+    void **owned;        /* buffers decoded from JSON; freed with the object */
     size_t n_owned;
-    out_spec *outs;            /* requested outputs, in request order */
+    out_spec *outs; /* requested outputs, in request order */
     size_t n_outs;
-    bool binary_default;       /* binary_data_output: outputs not listed */
-    bool raw;                  /* raw binary request: every output binary */
-    char *id;                  /* "" when none */
-    char *model;               /* the model name as requested */
-    bool wrapped_u64;          /* JSON had integers > INT64_MAX, stored as negative int64 */
+    bool binary_default; /* binary_data_output: outputs not listed */
+    bool raw;            /* raw binary request: every output binary */
+    char *id;            /* "" when none */
+    char *model;         /* the model name as requested */
+    bool wrapped_u64;    /* JSON had integers > INT64_MAX, stored as negative int64 */
 };
 
 /* ======================================================================
@@ -47,8 +47,7 @@ own(imagen__http_infer *inf, void *p)
         return NULL;
     if (inf->n_owned == INFER_MAX_OWNED_BUFFERS) {
         free(p);
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)",
-                                INFER_MAX_OWNED_BUFFERS);
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)", INFER_MAX_OWNED_BUFFERS);
     }
     if (inf->owned == NULL) {
         inf->owned = calloc(INFER_MAX_OWNED_BUFFERS, sizeof(void *));
@@ -117,8 +116,8 @@ parse_request_parameters(imagen__http_infer *inf, const json_t *params)
         if (strcmp(key, "priority") == 0 || strcmp(key, "timeout") == 0) {
             uint64_t u;
             if (!json_as_u64(v, &u))
-                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                        "Unable to parse '%s': expected an unsigned integer", key);
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse '%s': expected an unsigned integer",
+                                        key);
             if (key[0] == 'p')
                 imagen_request_set_priority(inf->req, u);
             else
@@ -282,8 +281,8 @@ parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char 
     }
     void *buf = NULL;
     size_t size = 0;
-    IMAGEN_RETURN_IF_ERROR(imagen__http_json_decode_tensor(data, dt, elems, max_input, inf->wrapped_u64, name,
-                                                          &buf, &size));
+    IMAGEN_RETURN_IF_ERROR(
+        imagen__http_json_decode_tensor(data, dt, elems, max_input, inf->wrapped_u64, name, &buf, &size));
     IMAGEN_RETURN_IF_ERROR(own(inf, buf));
     return imagen_request_add_input(inf->req, name, dt, shape, rank, buf, size);
 }
@@ -599,7 +598,7 @@ imagen__http_infer_free(imagen__http_infer *inf)
  * ==================================================================== */
 
 typedef struct class_item {
-    long double key;  /* exact for every integer type and for doubles */
+    long double key; /* exact for every integer type and for doubles */
     size_t index;
 } class_item;
 
@@ -625,18 +624,70 @@ element_value(const imagen_tensor *t, size_t i, long double *key, char *text, si
     double d = 0;
     int kind = 0; /* 0 signed, 1 unsigned, 2 real */
     switch (t->datatype) {
-    case IMAGEN_TYPE_BOOL: u = e[0] ? 1 : 0; kind = 1; break;
-    case IMAGEN_TYPE_UINT8: u = e[0]; kind = 1; break;
-    case IMAGEN_TYPE_UINT16: { uint16_t x; memcpy(&x, e, 2); u = x; kind = 1; break; }
-    case IMAGEN_TYPE_UINT32: { uint32_t x; memcpy(&x, e, 4); u = x; kind = 1; break; }
-    case IMAGEN_TYPE_UINT64: { memcpy(&u, e, 8); kind = 1; break; }
-    case IMAGEN_TYPE_INT8: { int8_t x; memcpy(&x, e, 1); s = x; break; }
-    case IMAGEN_TYPE_INT16: { int16_t x; memcpy(&x, e, 2); s = x; break; }
-    case IMAGEN_TYPE_INT32: { int32_t x; memcpy(&x, e, 4); s = x; break; }
-    case IMAGEN_TYPE_INT64: { memcpy(&s, e, 8); break; }
-    case IMAGEN_TYPE_FP32: { float x; memcpy(&x, e, 4); d = x; kind = 2; break; }
-    case IMAGEN_TYPE_FP64: { memcpy(&d, e, 8); kind = 2; break; }
-    default: kind = 2; break;
+    case IMAGEN_TYPE_BOOL:
+        u = e[0] ? 1 : 0;
+        kind = 1;
+        break;
+    case IMAGEN_TYPE_UINT8:
+        u = e[0];
+        kind = 1;
+        break;
+    case IMAGEN_TYPE_UINT16: {
+        uint16_t x;
+        memcpy(&x, e, 2);
+        u = x;
+        kind = 1;
+        break;
+    }
+    case IMAGEN_TYPE_UINT32: {
+        uint32_t x;
+        memcpy(&x, e, 4);
+        u = x;
+        kind = 1;
+        break;
+    }
+    case IMAGEN_TYPE_UINT64: {
+        memcpy(&u, e, 8);
+        kind = 1;
+        break;
+    }
+    case IMAGEN_TYPE_INT8: {
+        int8_t x;
+        memcpy(&x, e, 1);
+        s = x;
+        break;
+    }
+    case IMAGEN_TYPE_INT16: {
+        int16_t x;
+        memcpy(&x, e, 2);
+        s = x;
+        break;
+    }
+    case IMAGEN_TYPE_INT32: {
+        int32_t x;
+        memcpy(&x, e, 4);
+        s = x;
+        break;
+    }
+    case IMAGEN_TYPE_INT64: {
+        memcpy(&s, e, 8);
+        break;
+    }
+    case IMAGEN_TYPE_FP32: {
+        float x;
+        memcpy(&x, e, 4);
+        d = x;
+        kind = 2;
+        break;
+    }
+    case IMAGEN_TYPE_FP64: {
+        memcpy(&d, e, 8);
+        kind = 2;
+        break;
+    }
+    default:
+        kind = 2;
+        break;
     }
     if (kind == 0) {
         *key = (long double)s;
@@ -651,13 +702,15 @@ element_value(const imagen_tensor *t, size_t i, long double *key, char *text, si
 }
 
 imagen_error *
-imagen__http_classify(const imagen_tensor *t, uint64_t k, bool batching, const char *const *labels,
-                      size_t n_labels, imagen_buf *data, int64_t *shape, size_t *rank)
+imagen__http_classify(const imagen_tensor *t, uint64_t k, bool batching, const char *const *labels, size_t n_labels,
+                      imagen_buf *data, int64_t *shape, size_t *rank)
 {
     imagen_datatype dt = t->datatype;
     if (dt == IMAGEN_TYPE_BYTES || dt == IMAGEN_TYPE_FP16 || dt == IMAGEN_TYPE_BF16 || dt == IMAGEN_TYPE_INVALID)
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "class result not available for output '%s' due to "
-                                "unsupported type '%s'", t->name, imagen_datatype_name(dt));
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "class result not available for output '%s' due to "
+                                "unsupported type '%s'",
+                                t->name, imagen_datatype_name(dt));
     size_t es = imagen_datatype_size(dt);
     size_t total = t->byte_size / es;
     size_t batch = 1;
@@ -769,8 +822,7 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
             const char *const *labels = imagen_model_output_labels(model, t->name, &n_labels);
             size_t crank = 0;
             imagen_buf_init(&cls[i]);
-            err = imagen__http_classify(t, spec->classification, batching, labels, n_labels, &cls[i], cshape,
-                                        &crank);
+            err = imagen__http_classify(t, spec->classification, batching, labels, n_labels, &cls[i], cshape, &crank);
             if (err != NULL)
                 break;
             view.datatype = IMAGEN_TYPE_BYTES;

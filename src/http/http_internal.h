@@ -20,31 +20,31 @@
 #include "imagen/types.h"
 
 /* ---- limits (http) ---- */
-#define IMAGEN_HTTP_MAX_PATH_SEGMENTS 8          /* longest route has 7 segments */
+#define IMAGEN_HTTP_MAX_PATH_SEGMENTS 8              /* longest route has 7 segments */
 #define IMAGEN_HTTP_CLASSIFICATION_MAX_ELEMS 1000000 /* spec §1.11 */
-#define IMAGEN_HTTP_MAX_HEADER_VALUE_BYTES 4096  /* numeric headers longer than this are rejected */
+#define IMAGEN_HTTP_MAX_HEADER_VALUE_BYTES 4096      /* numeric headers longer than this are rejected */
 
 /* ======================================================================
  * Routing (http_route.c)
  * ==================================================================== */
 
 typedef enum {
-    IMAGEN_HTTP_ROUTE_NOT_FOUND = 0,   /* 404 {"error":"Not Found"} */
+    IMAGEN_HTTP_ROUTE_NOT_FOUND = 0, /* 404 {"error":"Not Found"} */
     IMAGEN_HTTP_ROUTE_HEALTH_LIVE,
     IMAGEN_HTTP_ROUTE_HEALTH_READY,
     IMAGEN_HTTP_ROUTE_SERVER_METADATA,
     IMAGEN_HTTP_ROUTE_MODEL_METADATA,
     IMAGEN_HTTP_ROUTE_MODEL_READY,
     IMAGEN_HTTP_ROUTE_MODEL_CONFIG,
-    IMAGEN_HTTP_ROUTE_MODEL_STATS,     /* model may be empty: all models */
+    IMAGEN_HTTP_ROUTE_MODEL_STATS, /* model may be empty: all models */
     IMAGEN_HTTP_ROUTE_INFER,
     IMAGEN_HTTP_ROUTE_REPO_INDEX,
     IMAGEN_HTTP_ROUTE_REPO_LOAD,
     IMAGEN_HTTP_ROUTE_REPO_UNLOAD,
     IMAGEN_HTTP_ROUTE_LOGGING,
-    IMAGEN_HTTP_ROUTE_SHM_STATUS,      /* system / CUDA shm status (always empty) */
-    IMAGEN_HTTP_ROUTE_SHM_DISABLED,    /* register / unregister: 501 */
-    IMAGEN_HTTP_ROUTE_BAD_VERSION      /* digits that overflow int64: 400 */
+    IMAGEN_HTTP_ROUTE_SHM_STATUS,   /* system / CUDA shm status (always empty) */
+    IMAGEN_HTTP_ROUTE_SHM_DISABLED, /* register / unregister: 501 */
+    IMAGEN_HTTP_ROUTE_BAD_VERSION   /* digits that overflow int64: 400 */
 } imagen__http_route_kind;
 
 #define IMAGEN_HTTP_METHOD_GET 1u
@@ -54,16 +54,16 @@ typedef enum {
  * NOT NUL-terminated and NOT percent-decoded. */
 typedef struct imagen__http_route {
     imagen__http_route_kind kind;
-    unsigned methods;          /* IMAGEN_HTTP_METHOD_* allowed on this path */
-    const char *model;         /* ${M}; NULL when the path has none */
+    unsigned methods;  /* IMAGEN_HTTP_METHOD_* allowed on this path */
+    const char *model; /* ${M}; NULL when the path has none */
     size_t model_len;
-    const char *repo;          /* ${REPO} of /v2/repository/${REPO}/...; NULL if absent */
+    const char *repo; /* ${REPO} of /v2/repository/${REPO}/...; NULL if absent */
     size_t repo_len;
-    const char *region;        /* shm region name; NULL if absent */
+    const char *region; /* shm region name; NULL if absent */
     size_t region_len;
-    bool cuda_shm;             /* SHM routes: CUDA rather than system */
-    int64_t version;           /* -1 when the path has no version segment */
-    const char *version_text;  /* the version segment as given; NULL if absent */
+    bool cuda_shm;            /* SHM routes: CUDA rather than system */
+    int64_t version;          /* -1 when the path has no version segment */
+    const char *version_text; /* the version segment as given; NULL if absent */
     size_t version_len;
 } imagen__http_route;
 
@@ -82,8 +82,8 @@ char *imagen__http_percent_decode(const char *s, size_t len, bool *has_nul);
 /* Resolves a numeric or named listen address and port into `ss` (http_server.c,
  * shared with the metrics daemon). *ipv6 tells the family. */
 struct sockaddr_storage;
-imagen_error *imagen__http_resolve(const char *address, int port, struct sockaddr_storage *ss,
-                                   unsigned *ss_len, bool *ipv6);
+imagen_error *imagen__http_resolve(const char *address, int port, struct sockaddr_storage *ss, unsigned *ss_len,
+                                   bool *ipv6);
 
 /* ======================================================================
  * Content coding (http_codec.c)
@@ -108,8 +108,8 @@ const char *imagen__http_encoding_name(imagen__http_encoding enc);
 /* Decompresses `in` (gzip or zlib-wrapped deflate; raw deflate accepted as a
  * fallback) into a new buffer of at most `max_bytes` (owned, free()). Errors:
  * INVALID_ARG for corrupt data and for output over the limit. */
-imagen_error *imagen__http_inflate(imagen__http_encoding enc, const void *in, size_t len, size_t max_bytes,
-                                   char **out, size_t *out_len);
+imagen_error *imagen__http_inflate(imagen__http_encoding enc, const void *in, size_t len, size_t max_bytes, char **out,
+                                   size_t *out_len);
 /* Compresses into a new buffer (owned, free()). Returns false on failure. */
 bool imagen__http_deflate(imagen__http_encoding enc, const void *in, size_t len, char **out, size_t *out_len);
 
@@ -156,8 +156,8 @@ imagen_error *imagen__http_parse_header_length(const char *value, size_t body_le
  * Input tensors of the request point into `body`, which must outlive the
  * request. On success *out is owned; free with imagen__http_infer_free(). */
 imagen_error *imagen__http_infer_build(imagen_server *srv, const char *model, int64_t version, const char *body,
-                                       size_t body_len, bool has_header_len, size_t header_len,
-                                       size_t max_input_bytes, imagen__http_infer **out);
+                                       size_t body_len, bool has_header_len, size_t header_len, size_t max_input_bytes,
+                                       imagen__http_infer **out);
 
 /* The request to submit (borrowed; owned by the infer object). */
 imagen_request *imagen__http_infer_request(imagen__http_infer *inf);
@@ -183,16 +183,16 @@ imagen_error *imagen__http_classify(const imagen_tensor *t, uint64_t k, bool bat
 
 /* A finished, non-inference reply. */
 typedef struct imagen__http_reply {
-    int status;        /* HTTP status */
-    imagen_buf body;   /* owned */
-    bool json;         /* Content-Type: application/json when body is non-empty */
+    int status;      /* HTTP status */
+    imagen_buf body; /* owned */
+    bool json;       /* Content-Type: application/json when body is non-empty */
 } imagen__http_reply;
 
 /* Fills `reply` for a non-inference route. `model` is the decoded model name
  * (NULL when the route has none). May block (load/unload): the caller runs
  * those off the network threads. */
-void imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, const char *model,
-                               const char *body, size_t body_len, imagen__http_reply *reply);
+void imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, const char *model, const char *body,
+                               size_t body_len, imagen__http_reply *reply);
 
 /* Fills `reply` with the error's JSON body and its HTTP status (the one place
  * that maps error codes to statuses); consumes `err`. */

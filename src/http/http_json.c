@@ -14,13 +14,13 @@
 
 typedef struct decoder {
     imagen_datatype dt;
-    size_t elem_size;      /* 0 for BYTES */
-    uint64_t expected;     /* element count from the shape */
-    uint64_t count;        /* elements written so far */
-    unsigned char *fixed;  /* fixed-size types: expected * elem_size bytes */
-    imagen_buf bytes;      /* BYTES: [u32 len][bytes]... */
+    size_t elem_size;     /* 0 for BYTES */
+    uint64_t expected;    /* element count from the shape */
+    uint64_t count;       /* elements written so far */
+    unsigned char *fixed; /* fixed-size types: expected * elem_size bytes */
+    imagen_buf bytes;     /* BYTES: [u32 len][bytes]... */
     size_t max_bytes;
-    bool wrapped;          /* negative integers are uint64 values above INT64_MAX */
+    bool wrapped; /* negative integers are uint64 values above INT64_MAX */
     const char *name;
 } decoder;
 
@@ -150,8 +150,8 @@ walk(decoder *d, const json_t *v, int depth)
     if (json_is_array(v)) {
         if (depth >= IMAGEN_HTTP_JSON_MAX_DEPTH)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                    "Unable to parse 'data' of input '%s': nesting deeper than %d levels",
-                                    d->name, IMAGEN_HTTP_JSON_MAX_DEPTH);
+                                    "Unable to parse 'data' of input '%s': nesting deeper than %d levels", d->name,
+                                    IMAGEN_HTTP_JSON_MAX_DEPTH);
         size_t n = json_array_size(v);
         for (size_t i = 0; i < n; i++)
             IMAGEN_RETURN_IF_ERROR(walk(d, json_array_get(v, i), depth + 1));
@@ -309,8 +309,8 @@ imagen__http_json_encode_tensor(imagen_buf *b, const imagen_tensor *t)
         while (off < t->byte_size) {
             if (t->byte_size - off < 4)
                 return imagen_error_new(IMAGEN_ERR_INTERNAL, "output '%s' holds malformed BYTES data", t->name);
-            uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
-                           (uint32_t)p[off + 3] << 24;
+            uint32_t len =
+                (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 | (uint32_t)p[off + 3] << 24;
             off += 4;
             if (len > t->byte_size - off)
                 return imagen_error_new(IMAGEN_ERR_INTERNAL, "output '%s' holds malformed BYTES data", t->name);
@@ -339,18 +339,68 @@ imagen__http_json_encode_tensor(imagen_buf *b, const imagen_tensor *t)
             imagen_buf_append_char(b, ',');
         const unsigned char *e = p + i * es;
         switch (t->datatype) {
-        case IMAGEN_TYPE_BOOL: imagen_buf_append_str(b, e[0] ? "true" : "false"); break;
-        case IMAGEN_TYPE_UINT8: imagen_buf_append_u64(b, e[0]); break;
-        case IMAGEN_TYPE_UINT16: { uint16_t x; memcpy(&x, e, 2); imagen_buf_append_u64(b, x); break; }
-        case IMAGEN_TYPE_UINT32: { uint32_t x; memcpy(&x, e, 4); imagen_buf_append_u64(b, x); break; }
-        case IMAGEN_TYPE_UINT64: { uint64_t x; memcpy(&x, e, 8); imagen_buf_append_u64(b, x); break; }
-        case IMAGEN_TYPE_INT8: { int8_t x; memcpy(&x, e, 1); imagen_buf_append_i64(b, x); break; }
-        case IMAGEN_TYPE_INT16: { int16_t x; memcpy(&x, e, 2); imagen_buf_append_i64(b, x); break; }
-        case IMAGEN_TYPE_INT32: { int32_t x; memcpy(&x, e, 4); imagen_buf_append_i64(b, x); break; }
-        case IMAGEN_TYPE_INT64: { int64_t x; memcpy(&x, e, 8); imagen_buf_append_i64(b, x); break; }
-        case IMAGEN_TYPE_FP32: { float x; memcpy(&x, e, 4); append_real(b, (double)x); break; }
-        case IMAGEN_TYPE_FP64: { double x; memcpy(&x, e, 8); append_real(b, x); break; }
-        default: break;
+        case IMAGEN_TYPE_BOOL:
+            imagen_buf_append_str(b, e[0] ? "true" : "false");
+            break;
+        case IMAGEN_TYPE_UINT8:
+            imagen_buf_append_u64(b, e[0]);
+            break;
+        case IMAGEN_TYPE_UINT16: {
+            uint16_t x;
+            memcpy(&x, e, 2);
+            imagen_buf_append_u64(b, x);
+            break;
+        }
+        case IMAGEN_TYPE_UINT32: {
+            uint32_t x;
+            memcpy(&x, e, 4);
+            imagen_buf_append_u64(b, x);
+            break;
+        }
+        case IMAGEN_TYPE_UINT64: {
+            uint64_t x;
+            memcpy(&x, e, 8);
+            imagen_buf_append_u64(b, x);
+            break;
+        }
+        case IMAGEN_TYPE_INT8: {
+            int8_t x;
+            memcpy(&x, e, 1);
+            imagen_buf_append_i64(b, x);
+            break;
+        }
+        case IMAGEN_TYPE_INT16: {
+            int16_t x;
+            memcpy(&x, e, 2);
+            imagen_buf_append_i64(b, x);
+            break;
+        }
+        case IMAGEN_TYPE_INT32: {
+            int32_t x;
+            memcpy(&x, e, 4);
+            imagen_buf_append_i64(b, x);
+            break;
+        }
+        case IMAGEN_TYPE_INT64: {
+            int64_t x;
+            memcpy(&x, e, 8);
+            imagen_buf_append_i64(b, x);
+            break;
+        }
+        case IMAGEN_TYPE_FP32: {
+            float x;
+            memcpy(&x, e, 4);
+            append_real(b, (double)x);
+            break;
+        }
+        case IMAGEN_TYPE_FP64: {
+            double x;
+            memcpy(&x, e, 8);
+            append_real(b, x);
+            break;
+        }
+        default:
+            break;
         }
     }
     imagen_buf_append_char(b, ']');

@@ -270,8 +270,7 @@ imagen__http_percent_decode(const char *s, size_t len, bool *has_nul)
     bool nul = false;
     for (size_t i = 0; i < len; i++) {
         int hi, lo;
-        if (s[i] == '%' && i + 2 < len && (hi = hex_value(s[i + 1])) >= 0 &&
-            (lo = hex_value(s[i + 2])) >= 0) {
+        if (s[i] == '%' && i + 2 < len && (hi = hex_value(s[i + 1])) >= 0 && (lo = hex_value(s[i + 2])) >= 0) {
             char c = (char)(hi * 16 + lo);
             if (c == '\0')
                 nul = true;

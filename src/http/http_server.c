@@ -28,24 +28,24 @@
 #define HTTP_DRAIN_POLL_US 10000                  /* destroy: poll interval while requests finish */
 #define HTTP_DRAIN_MAX_MS 60000                   /* destroy: longest wait for in-flight requests */
 #define HTTP_DEFAULT_THREAD_COUNT 8
-#define HTTP_BODY_PREALLOC_MAX_BYTES (4u << 20)   /* trust Content-Length only this far before data arrives */
+#define HTTP_BODY_PREALLOC_MAX_BYTES (4u << 20) /* trust Content-Length only this far before data arrives */
 
 struct imagen_http {
-    imagen_server *srv;            /* borrowed */
+    imagen_server *srv; /* borrowed */
     struct MHD_Daemon *daemon;
     imagen__http_watch *watch;
-    size_t max_input;              /* bytes */
+    size_t max_input; /* bytes */
     int port;
-    MHD_socket quiesced_fd;        /* listen socket returned by quiesce; closed after stop */
-    atomic_size_t inflight;        /* infer/admin requests whose reply is not yet sent
-                                      (counted at suspend, uncounted when MHD reports
-                                      the request completed) */
+    MHD_socket quiesced_fd; /* listen socket returned by quiesce; closed after stop */
+    atomic_size_t inflight; /* infer/admin requests whose reply is not yet sent
+                               (counted at suspend, uncounted when MHD reports
+                               the request completed) */
 };
 
 typedef enum {
-    PHASE_RECEIVING = 0,   /* collecting the body */
-    PHASE_WAITING = 1,     /* suspended; a completion will resume */
-    PHASE_READY = 2        /* completion stored; reply on the next call */
+    PHASE_RECEIVING = 0, /* collecting the body */
+    PHASE_WAITING = 1,   /* suspended; a completion will resume */
+    PHASE_READY = 2      /* completion stored; reply on the next call */
 } req_phase;
 
 /* Per-request state; lives from the first handler call to the
@@ -54,22 +54,22 @@ typedef struct http_req {
     imagen_http *http;
     struct MHD_Connection *conn;
     imagen__http_route route;
-    unsigned method;               /* IMAGEN_HTTP_METHOD_* or 0 */
-    char *body;                    /* received bytes; owned */
+    unsigned method; /* IMAGEN_HTTP_METHOD_* or 0 */
+    char *body;      /* received bytes; owned */
     size_t len, cap;
-    bool too_large;                /* body over the limit: discard the rest, answer 400 */
-    bool counted;                  /* counted in http->inflight until completed */
-    size_t received;               /* total bytes offered, counted even while discarding */
-    char *inflated;                /* decompressed body; owned */
-    char *model;                   /* decoded ${M}; owned */
-    pthread_mutex_t mu;            /* guards phase, resp, watch_id against the completion */
+    bool too_large;     /* body over the limit: discard the rest, answer 400 */
+    bool counted;       /* counted in http->inflight until completed */
+    size_t received;    /* total bytes offered, counted even while discarding */
+    char *inflated;     /* decompressed body; owned */
+    char *model;        /* decoded ${M}; owned */
+    pthread_mutex_t mu; /* guards phase, resp, watch_id against the completion */
     req_phase phase;
-    imagen__http_infer *inf;       /* infer requests; owned */
-    imagen_response *resp;         /* written by the completion callback; owned */
-    imagen__http_reply reply;      /* load/unload helper thread result */
-    bool has_reply;                /* the answer is in `reply` (load/unload, submit errors) */
+    imagen__http_infer *inf;  /* infer requests; owned */
+    imagen_response *resp;    /* written by the completion callback; owned */
+    imagen__http_reply reply; /* load/unload helper thread result */
+    bool has_reply;           /* the answer is in `reply` (load/unload, submit errors) */
     uint64_t watch_id;
-    imagen__http_encoding accept;  /* response coding for infer */
+    imagen__http_encoding accept; /* response coding for infer */
 } http_req;
 
 /* ======================================================================
@@ -567,12 +567,12 @@ imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_ht
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
     if (ipv6)
         flags |= MHD_USE_IPv6;
-    http->daemon = MHD_start_daemon(
-        flags, (uint16_t)opts->port, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, http,
-        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)HTTP_CONNECTION_MEMORY_BYTES, MHD_OPTION_LISTENING_ADDRESS_REUSE, opts->reuse_port ? 1u : 0u,
-        MHD_OPTION_END);
+    http->daemon =
+        MHD_start_daemon(flags, (uint16_t)opts->port, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, http, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape,
+                         NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY_BYTES,
+                         MHD_OPTION_LISTENING_ADDRESS_REUSE, opts->reuse_port ? 1u : 0u, MHD_OPTION_END);
     if (http->daemon == NULL) {
         imagen__http_watch_stop(http->watch);
         free(http);
@@ -581,7 +581,8 @@ imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_ht
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(http->daemon, MHD_DAEMON_INFO_BIND_PORT);
     http->port = info ? (int)info->port : opts->port;
-    IMAGEN_LOG_VERBOSE_("http", "HTTP daemon listening at %s:%d", opts->address ? opts->address : "0.0.0.0", http->port);
+    IMAGEN_LOG_VERBOSE_("http", "HTTP daemon listening at %s:%d", opts->address ? opts->address : "0.0.0.0",
+                        http->port);
     *out = http;
     return NULL;
 }

@@ -24,17 +24,17 @@
 typedef struct watch_entry {
     uint64_t id;
     int fd;
-    imagen_request *req;  /* borrowed: the owner removes the entry before releasing */
+    imagen_request *req; /* borrowed: the owner removes the entry before releasing */
     bool cancelled;
 } watch_entry;
 
 struct imagen__http_watch {
-    pthread_mutex_t mu;      /* guards everything below */
+    pthread_mutex_t mu; /* guards everything below */
     watch_entry *entries;
     size_t n, cap;
     uint64_t next_id;
     bool stopping;
-    int wake_fd;             /* eventfd: list changed or stop requested */
+    int wake_fd; /* eventfd: list changed or stop requested */
     pthread_t thread;
 };
 

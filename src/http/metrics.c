@@ -21,12 +21,12 @@
 #include "common/time.h"
 
 #define METRICS_DEFAULT_INTERVAL_MS 2000
-#define METRICS_MAX_LABELS 64          /* model, version, reason/le, plus metric tags */
+#define METRICS_MAX_LABELS 64 /* model, version, reason/le, plus metric tags */
 #define METRICS_PROC_LINE_BYTES 512
 
 struct imagen_metrics {
-    imagen_server *srv;               /* borrowed */
-    imagen_metrics_options opts;      /* copy; address not used after start */
+    imagen_server *srv;          /* borrowed */
+    imagen_metrics_options opts; /* copy; address not used after start */
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -62,7 +62,7 @@ imagen__metrics_append_tag_name(imagen_buf *b, const char *key)
 }
 
 typedef struct label {
-    const char *key;      /* for tags: the config key without the '_' */
+    const char *key; /* for tags: the config key without the '_' */
     const char *value;
     bool tag;
 } label;
@@ -145,15 +145,24 @@ static uint64_t
 field_value(const imagen_model_stats *s, counter_field f)
 {
     switch (f) {
-    case FIELD_SUCCESS: return s->success.count;
-    case FIELD_INFERENCES: return s->inference_count;
-    case FIELD_EXECUTIONS: return s->execution_count;
-    case FIELD_REQUEST_US: return s->success.ns / 1000;
-    case FIELD_QUEUE_US: return s->queue.ns / 1000;
-    case FIELD_INPUT_US: return s->compute_input.ns / 1000;
-    case FIELD_INFER_US: return s->compute_infer.ns / 1000;
-    case FIELD_OUTPUT_US: return s->compute_output.ns / 1000;
-    case FIELD_PENDING: return s->pending_requests;
+    case FIELD_SUCCESS:
+        return s->success.count;
+    case FIELD_INFERENCES:
+        return s->inference_count;
+    case FIELD_EXECUTIONS:
+        return s->execution_count;
+    case FIELD_REQUEST_US:
+        return s->success.ns / 1000;
+    case FIELD_QUEUE_US:
+        return s->queue.ns / 1000;
+    case FIELD_INPUT_US:
+        return s->compute_input.ns / 1000;
+    case FIELD_INFER_US:
+        return s->compute_infer.ns / 1000;
+    case FIELD_OUTPUT_US:
+        return s->compute_output.ns / 1000;
+    case FIELD_PENDING:
+        return s->pending_requests;
     }
     return 0;
 }
@@ -163,12 +172,12 @@ static const struct {
     const char *type;
     const char *help;
     counter_field field;
-    bool latency;   /* one of the *_duration_us counters (counter_latencies) */
+    bool latency; /* one of the *_duration_us counters (counter_latencies) */
 } simple_families[] = {
     {"nv_inference_count", "counter", "Number of inferences performed (does not include cached requests)",
      FIELD_INFERENCES, false},
-    {"nv_inference_exec_count", "counter",
-     "Number of model executions performed (does not include cached requests)", FIELD_EXECUTIONS, false},
+    {"nv_inference_exec_count", "counter", "Number of model executions performed (does not include cached requests)",
+     FIELD_EXECUTIONS, false},
     {"nv_inference_request_duration_us", "counter",
      "Cumulative inference request duration in microseconds (includes cached requests)", FIELD_REQUEST_US, true},
     {"nv_inference_queue_duration_us", "counter",
@@ -176,11 +185,10 @@ static const struct {
     {"nv_inference_compute_input_duration_us", "counter",
      "Cumulative compute input duration in microseconds (does not include cached requests)", FIELD_INPUT_US, true},
     {"nv_inference_compute_infer_duration_us", "counter",
-     "Cumulative compute inference duration in microseconds (does not include cached requests)", FIELD_INFER_US,
-     true},
+     "Cumulative compute inference duration in microseconds (does not include cached requests)", FIELD_INFER_US, true},
     {"nv_inference_compute_output_duration_us", "counter",
-     "Cumulative inference compute output duration in microseconds (does not include cached requests)",
-     FIELD_OUTPUT_US, true},
+     "Cumulative inference compute output duration in microseconds (does not include cached requests)", FIELD_OUTPUT_US,
+     true},
     {"nv_inference_pending_request_count", "gauge",
      "Instantaneous number of pending requests awaiting execution per-model.", FIELD_PENDING, false},
 };
@@ -190,8 +198,7 @@ static const char *const fail_reasons[IMAGEN_FAIL_REASON_COUNT] = {"REJECTED", "
 static void
 render_models(imagen_buf *b, const imagen_model_stats *stats, size_t n, const imagen_metrics_options *opts)
 {
-    family(b, "nv_inference_request_success", "counter",
-           "Number of successful inference requests, all batch sizes");
+    family(b, "nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes");
     for (size_t i = 0; i < n; i++) {
         imagen_buf_append_str(b, "nv_inference_request_success");
         append_labels(b, &stats[i], NULL, NULL);
@@ -279,8 +286,8 @@ read_proc_stat(uint64_t *total, uint64_t *idle)
     bool ok = false;
     if (fgets(line, sizeof(line), f) != NULL && strncmp(line, "cpu ", 4) == 0) {
         unsigned long long v[8] = {0};
-        int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-                       &v[5], &v[6], &v[7]);
+        int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                       &v[6], &v[7]);
         if (n >= 4) {
             *total = 0;
             for (int i = 0; i < n; i++)
@@ -398,8 +405,8 @@ queue_empty(struct MHD_Connection *conn, unsigned status)
 }
 
 static enum MHD_Result
-on_metrics_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                   const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+on_metrics_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
+                   const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
     imagen_metrics *m = cls;
     if (*con_cls == NULL) {
@@ -472,8 +479,8 @@ imagen_metrics_start(imagen_server *srv, const imagen_metrics_options *opts, ima
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
     if (ipv6)
         flags |= MHD_USE_IPv6;
-    m->daemon = MHD_start_daemon(flags, (uint16_t)m->opts.port, NULL, NULL, on_metrics_request, m,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_END);
+    m->daemon = MHD_start_daemon(flags, (uint16_t)m->opts.port, NULL, NULL, on_metrics_request, m, MHD_OPTION_SOCK_ADDR,
+                                 (struct sockaddr *)&ss, MHD_OPTION_END);
     if (m->daemon == NULL) {
         free(m);
         return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "cannot start the metrics server on %s:%d", address,

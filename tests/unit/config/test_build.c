@@ -35,28 +35,33 @@ build_err(const char *text)
     return e;
 }
 
-#define IO "name: \"m\" max_batch_size: 8 input { name: \"in\" data_type: TYPE_FP32 dims: [4] } " \
-           "output { name: \"out\" data_type: TYPE_FP32 dims: [4] } "
+#define IO                                                                                 \
+    "name: \"m\" max_batch_size: 8 input { name: \"in\" data_type: TYPE_FP32 dims: [4] } " \
+    "output { name: \"out\" data_type: TYPE_FP32 dims: [4] } "
 
 static void
 test_typed_view_of_a_full_config(void)
 {
-    imagen_model_config *cfg = build(
-        "name: \"m\" platform: \"p\" backend: \"b\" default_model_filename: \"f\" max_batch_size: 8\n"
-        "version_policy { specific { versions: [3, 1] } }\n"
-        "input { name: \"img\" data_type: TYPE_UINT8 format: FORMAT_NHWC dims: [-1, -1, 3] optional: true allow_ragged_batch: true }\n"
-        "input { name: \"s\" data_type: TYPE_STRING dims: [1] reshape: { shape: [] } is_shape_tensor: true }\n"
-        "output { name: \"o\" data_type: TYPE_FP16 dims: [2] label_filename: \"l.txt\" }\n"
-        "dynamic_batching { preferred_batch_size: [2, 4] max_queue_delay_microseconds: 7 priority_levels: 3\n"
-        "  default_priority_level: 2 default_queue_policy { max_queue_size: 5 timeout_action: DELAY default_timeout_microseconds: 9 }\n"
-        "  priority_queue_policy { key: 3 value { allow_timeout_override: true max_queue_size: 1 } } }\n"
-        "instance_group [ { name: \"g\" kind: KIND_GPU count: 2 gpus: [0, 1] }, { name: \"c\" kind: KIND_CPU count: 1 passive: true } ]\n"
-        "parameters { key: \"k\" value { string_value: \"v\" } } parameters { key: \"e\" value { } }\n"
-        "metric_tags { key: \"team\" value: \"x\" }\n"
-        "model_warmup { name: \"w\" batch_size: 2 count: 3 inputs { key: \"img\" value { data_type: TYPE_UINT8 dims: [4, 4, 3] random_data: true } }\n"
-        "  inputs { key: \"s\" value { data_type: TYPE_STRING dims: [1] input_data_file: \"s.bin\" } } }\n"
-        "model_transaction_policy { decoupled: true } response_cache { enable: true }\n",
-        NULL);
+    imagen_model_config *cfg =
+        build("name: \"m\" platform: \"p\" backend: \"b\" default_model_filename: \"f\" max_batch_size: 8\n"
+              "version_policy { specific { versions: [3, 1] } }\n"
+              "input { name: \"img\" data_type: TYPE_UINT8 format: FORMAT_NHWC dims: [-1, -1, 3] optional: true "
+              "allow_ragged_batch: true }\n"
+              "input { name: \"s\" data_type: TYPE_STRING dims: [1] reshape: { shape: [] } is_shape_tensor: true }\n"
+              "output { name: \"o\" data_type: TYPE_FP16 dims: [2] label_filename: \"l.txt\" }\n"
+              "dynamic_batching { preferred_batch_size: [2, 4] max_queue_delay_microseconds: 7 priority_levels: 3\n"
+              "  default_priority_level: 2 default_queue_policy { max_queue_size: 5 timeout_action: DELAY "
+              "default_timeout_microseconds: 9 }\n"
+              "  priority_queue_policy { key: 3 value { allow_timeout_override: true max_queue_size: 1 } } }\n"
+              "instance_group [ { name: \"g\" kind: KIND_GPU count: 2 gpus: [0, 1] }, { name: \"c\" kind: KIND_CPU "
+              "count: 1 passive: true } ]\n"
+              "parameters { key: \"k\" value { string_value: \"v\" } } parameters { key: \"e\" value { } }\n"
+              "metric_tags { key: \"team\" value: \"x\" }\n"
+              "model_warmup { name: \"w\" batch_size: 2 count: 3 inputs { key: \"img\" value { data_type: TYPE_UINT8 "
+              "dims: [4, 4, 3] random_data: true } }\n"
+              "  inputs { key: \"s\" value { data_type: TYPE_STRING dims: [1] input_data_file: \"s.bin\" } } }\n"
+              "model_transaction_policy { decoupled: true } response_cache { enable: true }\n",
+              NULL);
     CHECK(cfg != NULL);
     if (cfg == NULL)
         return;
@@ -74,7 +79,8 @@ test_typed_view_of_a_full_config(void)
           img->dims[2] == 3 && img->format == IMAGEN_FORMAT_NHWC && img->optional && img->allow_ragged_batch &&
           !img->has_reshape);
     const imagen_tensor_config *s = imagen_model_config_input(cfg, "s");
-    CHECK(s != NULL && s->datatype == IMAGEN_TYPE_BYTES && s->has_reshape && s->reshape_rank == 0 && s->is_shape_tensor);
+    CHECK(s != NULL && s->datatype == IMAGEN_TYPE_BYTES && s->has_reshape && s->reshape_rank == 0 &&
+          s->is_shape_tensor);
     const imagen_tensor_config *o = imagen_model_config_output(cfg, "o");
     CHECK(o != NULL && o->label_filename != NULL && strcmp(o->label_filename, "l.txt") == 0);
     CHECK(imagen_model_config_output(cfg, "img") == NULL);
@@ -134,7 +140,8 @@ test_defaults_in_the_typed_view(void)
     CHECK(!cfg->decoupled && !cfg->response_cache);
     imagen_model_config_free(cfg);
 
-    cfg = build("input { name: \"a\" data_type: TYPE_BOOL dims: 1 } dynamic_batching { } version_policy { all {} }", NULL);
+    cfg = build("input { name: \"a\" data_type: TYPE_BOOL dims: 1 } dynamic_batching { } version_policy { all {} }",
+                NULL);
     CHECK(cfg != NULL && cfg->dynamic_batching.n_preferred_batch_sizes == 0 &&
           cfg->version_policy == IMAGEN_VERSION_POLICY_ALL);
     imagen_model_config_free(cfg);
@@ -143,8 +150,9 @@ test_defaults_in_the_typed_view(void)
 static void
 test_tensor_validation_errors(void)
 {
-    CHECK_ERR(build_err("name: \"m\" input { name: \"a\" data_type: TYPE_FP32 }"), IMAGEN_ERR_INVALID_ARG,
-              "model 'm': input 'a' must have at least one dimension (rank >= 1) unless reshape is given (field 'dims')");
+    CHECK_ERR(
+        build_err("name: \"m\" input { name: \"a\" data_type: TYPE_FP32 }"), IMAGEN_ERR_INVALID_ARG,
+        "model 'm': input 'a' must have at least one dimension (rank >= 1) unless reshape is given (field 'dims')");
     CHECK_ERR(build_err("name: \"m\" input { name: \"a\" data_type: TYPE_FP32 dims: [2, -2] }"), IMAGEN_ERR_INVALID_ARG,
               "model 'm': input 'a' has dimension -2, must be >= -1 (field 'dims')");
     CHECK_ERR(build_err("name: \"m\" output { data_type: TYPE_FP32 dims: 1 }"), IMAGEN_ERR_INVALID_ARG,
@@ -155,8 +163,9 @@ test_tensor_validation_errors(void)
               "model 'm': input 'in' is declared more than once (field 'name')");
     CHECK_ERR(build_err(IO "output { name: \"out\" data_type: TYPE_INT8 dims: [4] }"), IMAGEN_ERR_INVALID_ARG,
               "model 'm': output 'out' is declared more than once (field 'name')");
-    CHECK_ERR(build_err("name: \"m\" input { name: \"a\" data_type: TYPE_FP32 dims: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1] }"),
-              IMAGEN_ERR_INVALID_ARG, "input 'a' has rank 17, more than 16 (field 'dims')");
+    CHECK_ERR(
+        build_err("name: \"m\" input { name: \"a\" data_type: TYPE_FP32 dims: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1] }"),
+        IMAGEN_ERR_INVALID_ARG, "input 'a' has rank 17, more than 16 (field 'dims')");
     CHECK_ERR(build_err("name: \"m\" input { name: \"a\" data_type: TYPE_FP32 dims: 1 reshape { shape: [-3] } }"),
               IMAGEN_ERR_INVALID_ARG, "input 'a' has dimension -3, must be >= -1 (field 'shape')");
     /* The same name may be both an input and an output. */
@@ -205,14 +214,17 @@ test_preserve_ordering_rules(void)
     CHECK_ERR(build_err(IO "dynamic_batching { preserve_ordering: true "
                            "default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 10 } }"),
               IMAGEN_ERR_INVALID_ARG, "preserve_ordering cannot be used with a DELAY queue policy that has a timeout");
-    CHECK_ERR(build_err(IO "dynamic_batching { preserve_ordering: true priority_levels: 1 default_priority_level: 1 "
-                           "priority_queue_policy { key: 1 value { timeout_action: DELAY default_timeout_microseconds: 1 } } }"),
-              IMAGEN_ERR_INVALID_ARG, "DELAY queue policy that has a timeout");
+    CHECK_ERR(
+        build_err(IO
+                  "dynamic_batching { preserve_ordering: true priority_levels: 1 default_priority_level: 1 "
+                  "priority_queue_policy { key: 1 value { timeout_action: DELAY default_timeout_microseconds: 1 } } }"),
+        IMAGEN_ERR_INVALID_ARG, "DELAY queue policy that has a timeout");
     /* DELAY without a timeout, or a timeout with REJECT, are fine. */
-    imagen_model_config *cfg = build(IO "dynamic_batching { preserve_ordering: true priority_levels: 1 default_priority_level: 1 "
-                                        "default_queue_policy { timeout_action: DELAY } "
-                                        "priority_queue_policy { key: 1 value { default_timeout_microseconds: 5 } } }",
-                                     NULL);
+    imagen_model_config *cfg =
+        build(IO "dynamic_batching { preserve_ordering: true priority_levels: 1 default_priority_level: 1 "
+                 "default_queue_policy { timeout_action: DELAY } "
+                 "priority_queue_policy { key: 1 value { default_timeout_microseconds: 5 } } }",
+              NULL);
     CHECK(cfg != NULL && cfg->dynamic_batching.preserve_ordering);
     imagen_model_config_free(cfg);
 }
@@ -224,11 +236,16 @@ test_instance_group_validation_errors(void)
               "model 'm': instance group 'g' has count 0, must be >= 1 (field 'instance_group.count')");
     CHECK_ERR(build_err(IO "instance_group { name: \"g\" kind: KIND_CPU count: -4 }"), IMAGEN_ERR_INVALID_ARG,
               "has count -4, must be >= 1");
-    CHECK_ERR(build_err(IO "instance_group [ { name: \"a\" kind: KIND_CPU count: 200 }, { name: \"b\" kind: KIND_CPU count: 57 } ]"),
-              IMAGEN_ERR_INVALID_ARG, "model has more than 256 instances in total (field 'instance_group.count')");
+    CHECK_ERR(
+        build_err(
+            IO
+            "instance_group [ { name: \"a\" kind: KIND_CPU count: 200 }, { name: \"b\" kind: KIND_CPU count: 57 } ]"),
+        IMAGEN_ERR_INVALID_ARG, "model has more than 256 instances in total (field 'instance_group.count')");
     CHECK_ERR(build_err(IO "instance_group { name: \"a\" kind: KIND_GPU count: 129 gpus: [0, 1] }"),
               IMAGEN_ERR_INVALID_ARG, "more than 256 instances in total");
-    imagen_model_config *cfg = build(IO "instance_group [ { name: \"a\" kind: KIND_CPU count: 200 }, { name: \"b\" kind: KIND_CPU count: 56 } ]", NULL);
+    imagen_model_config *cfg = build(
+        IO "instance_group [ { name: \"a\" kind: KIND_CPU count: 200 }, { name: \"b\" kind: KIND_CPU count: 56 } ]",
+        NULL);
     CHECK(cfg != NULL);
     imagen_model_config_free(cfg);
     CHECK_ERR(build_err("name: \"e\" platform: \"ensemble\" instance_group { count: 1 }"), IMAGEN_ERR_INVALID_ARG,
@@ -238,17 +255,23 @@ test_instance_group_validation_errors(void)
 static void
 test_warmup_validation_errors(void)
 {
-    CHECK_ERR(build_err(IO "model_warmup { name: \"w\" batch_size: 1 inputs { key: \"nope\" value { data_type: TYPE_FP32 dims: 4 zero_data: true } } }"),
+    CHECK_ERR(build_err(IO "model_warmup { name: \"w\" batch_size: 1 inputs { key: \"nope\" value { data_type: "
+                           "TYPE_FP32 dims: 4 zero_data: true } } }"),
               IMAGEN_ERR_INVALID_ARG,
               "model 'm': warmup 'w' names 'nope', which is not an input of the model (field 'model_warmup.inputs')");
-    CHECK_ERR(build_err(IO "model_warmup { name: \"w\" batch_size: 1 inputs { key: \"in\" value { data_type: TYPE_INT8 dims: 4 } } }"),
-              IMAGEN_ERR_INVALID_ARG,
-              "warmup 'w' input 'in' has data type TYPE_INT8, the model input has TYPE_FP32 (field 'model_warmup.inputs.data_type')");
+    CHECK_ERR(
+        build_err(
+            IO
+            "model_warmup { name: \"w\" batch_size: 1 inputs { key: \"in\" value { data_type: TYPE_INT8 dims: 4 } } }"),
+        IMAGEN_ERR_INVALID_ARG,
+        "warmup 'w' input 'in' has data type TYPE_INT8, the model input has TYPE_FP32 (field "
+        "'model_warmup.inputs.data_type')");
     CHECK_ERR(build_err(IO "model_warmup { name: \"w\" batch_size: 9 }"), IMAGEN_ERR_INVALID_ARG,
               "warmup 'w' batch_size 9 must be <= max_batch_size 8 (field 'model_warmup.batch_size')");
     CHECK_ERR(build_err(IO "model_warmup { batch_size: 1 }"), IMAGEN_ERR_INVALID_ARG,
               "warmup setting 0 has an empty name (field 'model_warmup.name')");
-    CHECK_ERR(build_err(IO "model_warmup { name: \"w\" batch_size: 1 inputs { key: \"in\" value { data_type: TYPE_FP32 dims: [-1] } } }"),
+    CHECK_ERR(build_err(IO "model_warmup { name: \"w\" batch_size: 1 inputs { key: \"in\" value { data_type: TYPE_FP32 "
+                           "dims: [-1] } } }"),
               IMAGEN_ERR_INVALID_ARG, "has dimension -1, must be >= 0");
 }
 
@@ -302,7 +325,8 @@ test_edit_api(void)
 static void
 test_clone_is_deep_and_equal(void)
 {
-    const char *text = IO "parameters { key: \"a\" value { string_value: \"b\" } } dynamic_batching { preferred_batch_size: 2 }";
+    const char *text =
+        IO "parameters { key: \"a\" value { string_value: \"b\" } } dynamic_batching { preferred_batch_size: 2 }";
     imagen_config_msg *m = NULL;
     CHECK_OK(imagen_config_parse_text(text, strlen(text), "c.pbtxt", &m));
     imagen_config_msg *c = imagen_config_msg_clone(m);

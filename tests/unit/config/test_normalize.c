@@ -67,11 +67,11 @@ normalized(const char *text, const char *model, const char *dir, bool gpu, image
     return j;
 }
 
-#define CHECK_HAS(j, needle)                                                               \
-    do {                                                                                   \
-        CHECK((j) != NULL && strstr((j), (needle)) != NULL);                               \
-        if ((j) != NULL && strstr((j), (needle)) == NULL)                                  \
-            fprintf(stderr, "  json: %s\n  want: %s\n", (j), (needle));                    \
+#define CHECK_HAS(j, needle)                                            \
+    do {                                                                \
+        CHECK((j) != NULL && strstr((j), (needle)) != NULL);            \
+        if ((j) != NULL && strstr((j), (needle)) == NULL)               \
+            fprintf(stderr, "  json: %s\n  want: %s\n", (j), (needle)); \
     } while (0)
 
 static void
@@ -83,7 +83,8 @@ test_onnx_model_matches_spec_example(void)
                          "output { name: \"OUTPUT0\" data_type: TYPE_INT32 dims: [16] }\n"
                          "dynamic_batching { }\n",
                          "simple", dir, false, NULL);
-    CHECK_STR_EQ(j,
+    CHECK_STR_EQ(
+        j,
         "{\"name\":\"simple\",\"platform\":\"onnxruntime_onnx\",\"backend\":\"onnxruntime\",\"runtime\":\"\","
         "\"version_policy\":{\"latest\":{\"num_versions\":1}},\"max_batch_size\":8,"
         "\"input\":[{\"name\":\"INPUT0\",\"data_type\":\"TYPE_INT32\",\"format\":\"FORMAT_NONE\",\"dims\":[16],"
@@ -93,9 +94,11 @@ test_onnx_model_matches_spec_example(void)
         "\"batch_input\":[],\"batch_output\":[],"
         "\"optimization\":{\"priority\":\"PRIORITY_DEFAULT\",\"input_pinned_memory\":{\"enable\":true},"
         "\"output_pinned_memory\":{\"enable\":true},\"gather_kernel_buffer_threshold\":0,\"eager_batching\":false},"
-        "\"dynamic_batching\":{\"preferred_batch_size\":[8],\"max_queue_delay_microseconds\":0,\"preserve_ordering\":false,"
+        "\"dynamic_batching\":{\"preferred_batch_size\":[8],\"max_queue_delay_microseconds\":0,\"preserve_ordering\":"
+        "false,"
         "\"priority_levels\":0,\"default_priority_level\":0,\"priority_queue_policy\":{}},"
-        "\"instance_group\":[{\"name\":\"simple\",\"kind\":\"KIND_CPU\",\"count\":2,\"gpus\":[],\"secondary_devices\":[],"
+        "\"instance_group\":[{\"name\":\"simple\",\"kind\":\"KIND_CPU\",\"count\":2,\"gpus\":[],\"secondary_devices\":["
+        "],"
         "\"profile\":[],\"passive\":false,\"host_policy\":\"\"}],"
         "\"default_model_filename\":\"model.onnx\",\"cc_model_filenames\":{},\"metric_tags\":{},\"parameters\":{},"
         "\"model_warmup\":[]}");
@@ -191,9 +194,10 @@ test_instance_groups_defaults(void)
     CHECK_HAS(j, "\"instance_group\":[{\"name\":\"m\",\"kind\":\"KIND_CPU\",\"count\":1,");
     free(j);
     /* Names <model>_<index>, AUTO resolved, CPU count 2 for onnxruntime. */
-    j = normalized("backend: \"onnxruntime\" instance_group [ { kind: KIND_AUTO }, { name: \"x\" count: 3 kind: KIND_CPU },"
-                   " { kind: KIND_CPU }, { kind: KIND_GPU } ]",
-                   "m", NULL, false, NULL);
+    j = normalized(
+        "backend: \"onnxruntime\" instance_group [ { kind: KIND_AUTO }, { name: \"x\" count: 3 kind: KIND_CPU },"
+        " { kind: KIND_CPU }, { kind: KIND_GPU } ]",
+        "m", NULL, false, NULL);
     CHECK_HAS(j, "\"instance_group\":[{\"name\":\"m_0\",\"kind\":\"KIND_CPU\",\"count\":2,");
     CHECK_HAS(j, "{\"name\":\"x\",\"kind\":\"KIND_CPU\",\"count\":3,");
     CHECK_HAS(j, "{\"name\":\"m_2\",\"kind\":\"KIND_CPU\",\"count\":2,");
@@ -218,8 +222,8 @@ test_defaults_for_policy_batching_and_pinned_memory(void)
     CHECK_HAS(j, "\"oldest\":{\"max_candidate_sequences\":0,\"preferred_batch_size\":[6],");
     CHECK_HAS(j, "\"max_sequence_idle_microseconds\":1000000");
     free(j);
-    j = normalized("backend: \"python\" max_batch_size: 6 dynamic_batching { preferred_batch_size: [2, 4] }", "m",
-                   NULL, false, NULL);
+    j = normalized("backend: \"python\" max_batch_size: 6 dynamic_batching { preferred_batch_size: [2, 4] }", "m", NULL,
+                   false, NULL);
     CHECK_HAS(j, "\"preferred_batch_size\":[2,4],");
     free(j);
 }
@@ -227,8 +231,8 @@ test_defaults_for_policy_batching_and_pinned_memory(void)
 static void
 test_ensemble_gets_no_groups_or_pinned_memory(void)
 {
-    char *j = normalized("platform: \"ensemble\" ensemble_scheduling { step { model_name: \"a\" } }", "ens", NULL,
-                         true, NULL);
+    char *j = normalized("platform: \"ensemble\" ensemble_scheduling { step { model_name: \"a\" } }", "ens", NULL, true,
+                         NULL);
     CHECK_HAS(j, "\"platform\":\"ensemble\",\"backend\":\"\"");
     CHECK_HAS(j, "\"instance_group\":[]");
     CHECK(j != NULL && strstr(j, "pinned") == NULL);

@@ -64,19 +64,19 @@ test_protobuf_matches_hand_computed_bytes(void)
                                  "parameters { key: \"k\" value { string_value: \"v\" } }\n"
                                  "backend: \"\" runtime: \"\"\n");
     static const uint8_t want[] = {
-        0x0a, 0x01, 'm',                          /* name = 1 */
-        0x1a, 0x02, 0x0a, 0x00,                   /* version_policy = 3 { latest = 1 {} } */
-        0x20, 0x08,                               /* max_batch_size = 4 */
-        0x2a, 0x12,                               /* input = 5, 18 bytes */
-        0x0a, 0x01, 'x',                          /*   name */
-        0x10, 0x0b,                               /*   data_type = TYPE_FP32 (11) */
-        0x22, 0x0b,                               /*   dims, packed, 11 bytes */
+        0x0a, 0x01, 'm',                                            /* name = 1 */
+        0x1a, 0x02, 0x0a, 0x00,                                     /* version_policy = 3 { latest = 1 {} } */
+        0x20, 0x08,                                                 /* max_batch_size = 4 */
+        0x2a, 0x12,                                                 /* input = 5, 18 bytes */
+        0x0a, 0x01, 'x',                                            /*   name */
+        0x10, 0x0b,                                                 /*   data_type = TYPE_FP32 (11) */
+        0x22, 0x0b,                                                 /*   dims, packed, 11 bytes */
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, /* -1 */
-        0x03,                                     /*   3 */
-        0x5a, 0x00,                               /* dynamic_batching = 11 {} */
-        0x72, 0x08,                               /* parameters = 14 entry, 8 bytes */
-        0x0a, 0x01, 'k',                          /*   key */
-        0x12, 0x03, 0x0a, 0x01, 'v',              /*   value { string_value } */
+        0x03,                                                       /*   3 */
+        0x5a, 0x00,                                                 /* dynamic_batching = 11 {} */
+        0x72, 0x08,                                                 /* parameters = 14 entry, 8 bytes */
+        0x0a, 0x01, 'k',                                            /*   key */
+        0x12, 0x03, 0x0a, 0x01, 'v',                                /*   value { string_value } */
     };
     uint8_t *pb = NULL;
     size_t n = 0;
@@ -132,7 +132,8 @@ static const char rich_config[] =
     "max_batch_size: 16\n"
     "version_policy: { specific: { versions: [1, 3] } }\n"
     "input { name: \"x\" data_type: TYPE_UINT8 format: FORMAT_NHWC dims: [ -1, -1, 3 ] allow_ragged_batch: true }\n"
-    "output < name: 'y' data_type: TYPE_FP16 dims: 3 dims: 0x10 label_filename: \"labels.txt\" reshape { shape: [48] } >\n"
+    "output < name: 'y' data_type: TYPE_FP16 dims: 3 dims: 0x10 label_filename: \"labels.txt\" reshape { shape: [48] } "
+    ">\n"
     "dynamic_batching { priority_levels: 2; default_priority_level: 1\n"
     "  max_queue_delay_microseconds: 18446744073709551615\n"
     "  priority_queue_policy { key: 1 value: { timeout_action: DELAY default_timeout_microseconds: 100 } }\n"
@@ -140,10 +141,13 @@ static const char rich_config[] =
     "instance_group { name: \"g\" kind: KIND_GPU count: 1 gpus: [0, 1] host_policy: \"numa0\"\n"
     "  rate_limiter { resources [ { name: \"R\" global: t count: 2 } ] priority: 3 }\n"
     "  secondary_devices { kind: KIND_NVDLA device_id: 7 } profile: [\"a\", \"b\"] }\n"
-    "model_warmup [ { name: \"w\" batch_size: 1 count: 2 inputs { key: \"x\" value: { data_type: TYPE_UINT8 dims: [1, 1, 3] random_data: true } } } ]\n"
+    "model_warmup [ { name: \"w\" batch_size: 1 count: 2 inputs { key: \"x\" value: { data_type: TYPE_UINT8 dims: [1, "
+    "1, 3] random_data: true } } } ]\n"
     "optimization { graph { level: -1 } priority: PRIORITY_MAX cuda { graphs: true\n"
-    "  graph_spec { batch_size: 4 input { key: \"x\" value { dim: [1, 2] } } lower_bound { batch_size: 1 input { key: \"x\" value { dim: 1 } } } } }\n"
-    "  execution_accelerators { gpu_execution_accelerator [ { name: \"tensorrt\" parameters { key: \"precision_mode\" value: \"FP16\" } } ] }\n"
+    "  graph_spec { batch_size: 4 input { key: \"x\" value { dim: [1, 2] } } lower_bound { batch_size: 1 input { key: "
+    "\"x\" value { dim: 1 } } } } }\n"
+    "  execution_accelerators { gpu_execution_accelerator [ { name: \"tensorrt\" parameters { key: \"precision_mode\" "
+    "value: \"FP16\" } } ] }\n"
     "  input_pinned_memory { enable: false } gather_kernel_buffer_threshold: 2 eager_batching: 1 }\n"
     "cc_model_filenames { key: \"8.0\" value: \"m80.onnx\" }\n"
     "metric_tags { key: \"team\" value: \"img \\\"q\\\" \\u00e9\\n\" }\n"
@@ -151,7 +155,8 @@ static const char rich_config[] =
     "response_cache { enable: true }\n"
     "model_repository_agents { agents [ { name: \"checksum\" parameters { key: \"MD5\" value: \"abc\" } } ] }\n"
     "model_operations { op_library_filename: \"libops.so\" }\n"
-    "model_metrics { metric_control [ { metric_identifier { family: \"f\" } histogram_options { buckets: [0.1, 1e300, inf, -2.5, nan, -0.0] } } ] }\n"
+    "model_metrics { metric_control [ { metric_identifier { family: \"f\" } histogram_options { buckets: [0.1, 1e300, "
+    "inf, -2.5, nan, -0.0] } } ] }\n"
     "batch_input [ { kind: BATCH_ITEM_SHAPE target_name: \"t\" data_type: TYPE_INT32 source_input: \"x\" } ]\n"
     "batch_output { target_name: [\"y\"] kind: BATCH_SCATTER_WITH_INPUT_SHAPE source_input: \"x\" }\n";
 
@@ -161,9 +166,12 @@ test_json_round_trip_is_identical(void)
     const char *texts[] = {
         rich_config,
         "name: \"s\" sequence_batching { oldest { preferred_batch_size: [2] } control_input [ { name: \"C\"\n"
-        "  control { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 fp32_false_true: [0, 1.25] bool_false_true: [f, t] } } ]\n"
-        "  state { input_name: \"i\" output_name: \"o\" data_type: TYPE_FP32 dims: [-1] initial_state { dims: [1] data_file: \"f\" } } }\n",
-        "ensemble_scheduling { step [ { model_name: \"a\" model_version: -1 input_map { key: \"i\" value: \"x\" } output_map { key: \"o\" value: \"y\" } } ] }",
+        "  control { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 fp32_false_true: [0, 1.25] bool_false_true: "
+        "[f, t] } } ]\n"
+        "  state { input_name: \"i\" output_name: \"o\" data_type: TYPE_FP32 dims: [-1] initial_state { dims: [1] "
+        "data_file: \"f\" } } }\n",
+        "ensemble_scheduling { step [ { model_name: \"a\" model_version: -1 input_map { key: \"i\" value: \"x\" } "
+        "output_map { key: \"o\" value: \"y\" } } ] }",
         "",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
@@ -206,7 +214,8 @@ test_json_rendering_details(void)
         CHECK(strstr(j, "\"secondary_devices\":[{\"kind\":\"KIND_NVDLA\",\"device_id\":7}]") != NULL);
         /* oneof members only when set; unset sub-messages omitted. */
         CHECK(strstr(j, "\"version_policy\":{\"specific\":{\"versions\":[1,3]}}") != NULL);
-        CHECK(strstr(j, "\"inputs\":{\"x\":{\"data_type\":\"TYPE_UINT8\",\"dims\":[1,1,3],\"random_data\":true}}") != NULL);
+        CHECK(strstr(j, "\"inputs\":{\"x\":{\"data_type\":\"TYPE_UINT8\",\"dims\":[1,1,3],\"random_data\":true}}") !=
+              NULL);
         CHECK(strstr(j, "output_pinned_memory") == NULL);
         CHECK(strstr(j, "sequence_batching") == NULL);
     }
@@ -218,7 +227,8 @@ static void
 test_json_accepts_camel_case_enums_and_string_ints(void)
 {
     imagen_config_msg *m = parse_json(
-        "{\"name\":\"j\",\"maxBatchSize\":\"4\",\"input\":[{\"name\":\"a\",\"dataType\":\"type_fp32\",\"dims\":[\"-1\",2.0]}],"
+        "{\"name\":\"j\",\"maxBatchSize\":\"4\",\"input\":[{\"name\":\"a\",\"dataType\":\"type_fp32\",\"dims\":[\"-1\","
+        "2.0]}],"
         "\"dynamicBatching\":{\"preferredBatchSize\":[2],\"maxQueueDelayMicroseconds\":\"18446744073709551615\","
         "\"priority_queue_policy\":{\"3\":{\"timeoutAction\":1}}},"
         "\"instance_group\":[{\"kind\":\"kind_cpu\",\"count\":2}],"
@@ -240,8 +250,8 @@ test_json_accepts_camel_case_enums_and_string_ints(void)
 
     /* A uint64 above INT64_MAX given as a bare number. */
     m = parse_json("{\"dynamic_batching\":{\"priority_levels\":18446744073709551615}}");
-    CHECK(m != NULL && imagen_config_get_uint(imagen_config_get_msg(m, "dynamic_batching"), "priority_levels") ==
-                           UINT64_MAX);
+    CHECK(m != NULL &&
+          imagen_config_get_uint(imagen_config_get_msg(m, "dynamic_batching"), "priority_levels") == UINT64_MAX);
     imagen_config_msg_free(m);
 }
 

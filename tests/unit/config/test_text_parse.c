@@ -42,13 +42,13 @@ parse_err(const char *text)
 }
 
 /* Checks that a substring of the rendered JSON is present. */
-#define CHECK_JSON_HAS(text, needle)                                                     \
-    do {                                                                                 \
-        char *j_ = json_of(text);                                                        \
-        CHECK(j_ != NULL && strstr(j_, needle) != NULL);                                 \
-        if (j_ != NULL && strstr(j_, needle) == NULL)                                    \
-            fprintf(stderr, "  json: %s\n  want: %s\n", j_, needle);                     \
-        free(j_);                                                                        \
+#define CHECK_JSON_HAS(text, needle)                                 \
+    do {                                                             \
+        char *j_ = json_of(text);                                    \
+        CHECK(j_ != NULL && strstr(j_, needle) != NULL);             \
+        if (j_ != NULL && strstr(j_, needle) == NULL)                \
+            fprintf(stderr, "  json: %s\n  want: %s\n", j_, needle); \
+        free(j_);                                                    \
     } while (0)
 
 static const char spec_example[] =
@@ -67,7 +67,8 @@ static void
 test_spec_example_renders_exactly(void)
 {
     char *j = json_of(spec_example);
-    CHECK_STR_EQ(j,
+    CHECK_STR_EQ(
+        j,
         "{\"name\":\"add_sub\",\"platform\":\"\",\"backend\":\"python\",\"runtime\":\"\",\"max_batch_size\":8,"
         "\"input\":[{\"name\":\"INPUT0\",\"data_type\":\"TYPE_FP32\",\"format\":\"FORMAT_NONE\",\"dims\":[4],"
         "\"is_shape_tensor\":false,\"allow_ragged_batch\":false,\"optional\":false,\"is_non_linear_format_io\":false},"
@@ -110,7 +111,8 @@ static void
 test_comments_whitespace_and_separators(void)
 {
     CHECK_JSON_HAS("# leading comment\n\tname : \"a\" ;# trailing\r\n max_batch_size:4,", "\"name\":\"a\"");
-    CHECK_JSON_HAS("name: \"a\"; max_batch_size: 4, backend: \"b\"", "\"backend\":\"b\",\"runtime\":\"\",\"max_batch_size\":4");
+    CHECK_JSON_HAS("name: \"a\"; max_batch_size: 4, backend: \"b\"",
+                   "\"backend\":\"b\",\"runtime\":\"\",\"max_batch_size\":4");
     CHECK_JSON_HAS("", "{\"name\":\"\",\"platform\":\"\"");
 }
 
@@ -174,7 +176,8 @@ test_list_errors(void)
 static void
 test_enums_by_name_and_number(void)
 {
-    CHECK_JSON_HAS("input { data_type: TYPE_STRING format: 2 }", "\"data_type\":\"TYPE_STRING\",\"format\":\"FORMAT_NCHW\"");
+    CHECK_JSON_HAS("input { data_type: TYPE_STRING format: 2 }",
+                   "\"data_type\":\"TYPE_STRING\",\"format\":\"FORMAT_NCHW\"");
     CHECK_JSON_HAS("instance_group { kind: 3 }", "\"kind\":\"KIND_MODEL\"");
     CHECK_ERR(parse_err("input { data_type: TYPE_FP33 }"), IMAGEN_ERR_INVALID_ARG,
               "t.pbtxt:1:20: unknown value 'TYPE_FP33' for enum DataType (field 'data_type')");
@@ -305,7 +308,8 @@ test_string_escapes(void)
 static void
 test_adjacent_strings_concatenate(void)
 {
-    CHECK_JSON_HAS("name: \"ab\" 'cd'\n  \"ef\" backend: \"x\"", "\"name\":\"abcdef\",\"platform\":\"\",\"backend\":\"x\"");
+    CHECK_JSON_HAS("name: \"ab\" 'cd'\n  \"ef\" backend: \"x\"",
+                   "\"name\":\"abcdef\",\"platform\":\"\",\"backend\":\"x\"");
     CHECK_JSON_HAS("name: \"\" \"\"", "\"name\":\"\"");
 }
 
@@ -343,7 +347,8 @@ test_unknown_field_is_an_error(void)
         CHECK_STR_EQ(imagen_error_message(e), "t.pbtxt:4:3: unknown field in message ModelInput (field 'dimz')");
     imagen_error_free(e);
     /* Names are exact-case; no camelCase in text format. */
-    CHECK_ERR(parse_err("maxBatchSize: 4"), IMAGEN_ERR_INVALID_ARG, "t.pbtxt:1:1: unknown field in message ModelConfig (field 'maxBatchSize')");
+    CHECK_ERR(parse_err("maxBatchSize: 4"), IMAGEN_ERR_INVALID_ARG,
+              "t.pbtxt:1:1: unknown field in message ModelConfig (field 'maxBatchSize')");
 }
 
 static void
@@ -361,11 +366,13 @@ static void
 test_oneof_members_conflict(void)
 {
     CHECK_ERR(parse_err("dynamic_batching { }\nsequence_batching { }"), IMAGEN_ERR_INVALID_ARG,
-              "t.pbtxt:2:1: field 'dynamic_batching' of oneof 'scheduling_choice' is already set (field 'sequence_batching')");
+              "t.pbtxt:2:1: field 'dynamic_batching' of oneof 'scheduling_choice' is already set (field "
+              "'sequence_batching')");
     CHECK_ERR(parse_err("version_policy { latest { } all { } }"), IMAGEN_ERR_INVALID_ARG,
               "t.pbtxt:1:29: field 'latest' of oneof 'policy_choice' is already set (field 'all')");
     CHECK_ERR(parse_err("model_warmup { inputs { key: \"x\" value { zero_data: true random_data: true } } }"),
-              IMAGEN_ERR_INVALID_ARG, "field 'zero_data' of oneof 'input_data_type' is already set (field 'random_data')");
+              IMAGEN_ERR_INVALID_ARG,
+              "field 'zero_data' of oneof 'input_data_type' is already set (field 'random_data')");
 }
 
 static void
@@ -389,7 +396,8 @@ test_syntax_error_positions(void)
     CHECK_ERR(parse_err("name: \"a\" }"), IMAGEN_ERR_INVALID_ARG, "t.pbtxt:1:11: expected field name, got '}'");
     CHECK_ERR(parse_err("  @"), IMAGEN_ERR_INVALID_ARG, "t.pbtxt:1:3: unexpected character '@'");
     CHECK_ERR(parse_err("input { name: \"a\" }\n\x01"), IMAGEN_ERR_INVALID_ARG, "t.pbtxt:2:1: unexpected byte 0x01");
-    CHECK_ERR(parse_err("input 5"), IMAGEN_ERR_INVALID_ARG, "t.pbtxt:1:7: expected '{' or '<', got '5' (field 'input')");
+    CHECK_ERR(parse_err("input 5"), IMAGEN_ERR_INVALID_ARG,
+              "t.pbtxt:1:7: expected '{' or '<', got '5' (field 'input')");
 }
 
 static void

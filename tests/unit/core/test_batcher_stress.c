@@ -17,9 +17,9 @@ typedef struct stress {
     imagen_batcher *b;
     tb_item items[TOTAL];
     atomic_bool enqueue_failed[TOTAL];
-    atomic_int bad_batches;        /* batches that broke B_max or mixed shapes */
+    atomic_int bad_batches; /* batches that broke B_max or mixed shapes */
     atomic_int executed;
-    atomic_ullong next_expected;   /* preserve_ordering: next sequence to deliver */
+    atomic_ullong next_expected; /* preserve_ordering: next sequence to deliver */
     atomic_int out_of_order;
     uint64_t max_batch;
     bool ordered;

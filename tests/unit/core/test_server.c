@@ -40,8 +40,8 @@ double_execute(void *model_state, void *instance_state, imagen_request **reqs, s
     for (size_t i = 0; i < n; i++) {
         const imagen_tensor *in = imagen_backend_request_input_by_name(reqs[i], "INPUT0");
         void *out = NULL;
-        imagen_error *err = imagen_backend_output_alloc(reqs[i], "OUTPUT0", in->datatype, in->shape, in->rank,
-                                                        in->byte_size, &out);
+        imagen_error *err =
+            imagen_backend_output_alloc(reqs[i], "OUTPUT0", in->datatype, in->shape, in->rank, in->byte_size, &out);
         if (err) {
             imagen_backend_request_fail(reqs[i], err);
             continue;
@@ -250,8 +250,8 @@ test_unknown_model_and_bad_input_errors(void)
     int64_t shape[] = {1, 4};
     CHECK_ERR(imagen_request_add_input(req, "INPUT0", IMAGEN_TYPE_FP32, shape, 2, data, 16), IMAGEN_ERR_INVALID_ARG,
               "data-type is 'FP32', but model 'double' expects 'INT32'");
-    CHECK_ERR(imagen_request_add_input(req, "INPUT0", IMAGEN_TYPE_INT32, shape, 2, data, 12),
-              IMAGEN_ERR_INVALID_ARG, "unexpected total byte size 12");
+    CHECK_ERR(imagen_request_add_input(req, "INPUT0", IMAGEN_TYPE_INT32, shape, 2, data, 12), IMAGEN_ERR_INVALID_ARG,
+              "unexpected total byte size 12");
     int64_t big_batch[] = {9, 4};
     CHECK_ERR(imagen_request_add_input(req, "INPUT0", IMAGEN_TYPE_INT32, big_batch, 2, data, 144),
               IMAGEN_ERR_INVALID_ARG, "batch-size must be <= 8");

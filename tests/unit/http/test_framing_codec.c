@@ -23,8 +23,7 @@ test_header_length_rejects_bad_values(void)
     CHECK_ERR(imagen__http_parse_header_length("-1", 10, &n), IMAGEN_ERR_INVALID_ARG, "non-negative");
     CHECK_ERR(imagen__http_parse_header_length("1x", 10, &n), IMAGEN_ERR_INVALID_ARG, "non-negative");
     CHECK_ERR(imagen__http_parse_header_length("", 10, &n), IMAGEN_ERR_INVALID_ARG, "empty");
-    CHECK_ERR(imagen__http_parse_header_length("99999999999999999999999", 10, &n), IMAGEN_ERR_INVALID_ARG,
-              "too large");
+    CHECK_ERR(imagen__http_parse_header_length("99999999999999999999999", 10, &n), IMAGEN_ERR_INVALID_ARG, "too large");
 }
 
 static void
@@ -87,11 +86,11 @@ test_inflate_rejects_corrupt_and_truncated_input(void)
 {
     char *z = NULL, *plain = NULL;
     size_t zlen = 0, plen = 0;
-    CHECK_ERR(imagen__http_inflate(IMAGEN_HTTP_ENC_GZIP, "not gzip", 8, 1024, &plain, &plen),
-              IMAGEN_ERR_INVALID_ARG, "decompress");
+    CHECK_ERR(imagen__http_inflate(IMAGEN_HTTP_ENC_GZIP, "not gzip", 8, 1024, &plain, &plen), IMAGEN_ERR_INVALID_ARG,
+              "decompress");
     CHECK(imagen__http_deflate(IMAGEN_HTTP_ENC_GZIP, "abcdefabcdef", 12, &z, &zlen));
-    CHECK_ERR(imagen__http_inflate(IMAGEN_HTTP_ENC_GZIP, z, zlen / 2, 1024, &plain, &plen),
-              IMAGEN_ERR_INVALID_ARG, "decompress");
+    CHECK_ERR(imagen__http_inflate(IMAGEN_HTTP_ENC_GZIP, z, zlen / 2, 1024, &plain, &plen), IMAGEN_ERR_INVALID_ARG,
+              "decompress");
     free(z);
 }
 

@@ -64,9 +64,20 @@ test_overflowing_version_is_bad_version(void)
 static void
 test_unknown_and_unsupported_paths_are_not_found(void)
 {
-    const char *paths[] = {"", "/", "/v1", "/v2/", "/v2/models", "/v2/models/", "/v2/models/m/",
-                           "/v2/models/m/generate", "/v2/models/m/generate_stream", "/v2/trace/setting",
-                           "/v2/models/m/trace/setting", "/v2/health", "/v2/a/b/c/d/e/f/g/h/i/j", "v2"};
+    const char *paths[] = {"",
+                           "/",
+                           "/v1",
+                           "/v2/",
+                           "/v2/models",
+                           "/v2/models/",
+                           "/v2/models/m/",
+                           "/v2/models/m/generate",
+                           "/v2/models/m/generate_stream",
+                           "/v2/trace/setting",
+                           "/v2/models/m/trace/setting",
+                           "/v2/health",
+                           "/v2/a/b/c/d/e/f/g/h/i/j",
+                           "v2"};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
         CHECK_INT_EQ(route(paths[i]).kind, IMAGEN_HTTP_ROUTE_NOT_FOUND);
 }

@@ -62,13 +62,14 @@ typedef struct http_req {
     size_t received;    /* total bytes offered, counted even while discarding */
     char *inflated;     /* decompressed body; owned */
     char *model;        /* decoded ${M}; owned */
-    pthread_mutex_t mu; /* guards phase, resp, watch_id against the completion */
+    pthread_mutex_t mu; /* guards phase, resp, watch_id, completing against the completion */
     req_phase phase;
-    imagen__http_infer *inf;  /* infer requests; owned */
-    imagen_response *resp;    /* written by the completion callback; owned */
-    imagen__http_reply reply; /* load/unload helper thread result */
-    bool has_reply;           /* the answer is in `reply` (load/unload, submit errors) */
-    uint64_t watch_id;
+    imagen__http_infer *inf;      /* infer requests; owned */
+    imagen_response *resp;        /* written by the completion callback; owned */
+    imagen__http_reply reply;     /* load/unload helper thread result */
+    bool has_reply;               /* the answer is in `reply` (load/unload, submit errors) */
+    uint64_t watch_id;            /* disconnect-watcher entry, 0 = none (guarded by mu) */
+    bool completing;              /* the completion callback has begun (guarded by mu) */
     imagen__http_encoding accept; /* response coding for infer */
 } http_req;
 
@@ -143,6 +144,10 @@ on_infer_done(imagen_response *response, void *user_data)
     pthread_mutex_lock(&r->mu);
     uint64_t watch_id = r->watch_id;
     r->watch_id = 0;
+    /* From here on start_infer must not register the request with the
+     * watcher: an entry added after this point would never be removed and
+     * the watcher would later cancel a freed request. */
+    r->completing = true;
     pthread_mutex_unlock(&r->mu);
     /* Outside r->mu: the watcher may be calling us with its lock held. */
     imagen__http_watch_remove(http->watch, watch_id);
@@ -194,7 +199,7 @@ start_infer(http_req *r, const char *body, size_t len)
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     pthread_mutex_lock(&r->mu);
-    if (r->phase == PHASE_WAITING && ci != NULL)
+    if (r->phase == PHASE_WAITING && !r->completing && ci != NULL)
         r->watch_id = imagen__http_watch_add(http->watch, ci->connect_fd, req);
     pthread_mutex_unlock(&r->mu);
     return MHD_YES;

@@ -33,9 +33,11 @@ output [ {{ name: "OUTPUT0" data_type: {dtype} dims: {dims} }} ]
 def timed_config(name, fixed_us=20000, per_item_us=0, max_batch_size=8, dims="[ -1 ]", extra=""):
     """An imageops `timed` model: identity that sleeps
     fixed_us + per_item_us x (sum of the batch's request batch sizes)."""
-    params = {"fixed_us": fixed_us}
+    # Under valgrind (SLOW > 1) everything the client waits for is scaled;
+    # the model's own execution time scales with it so orderings hold.
+    params = {"fixed_us": int(fixed_us * SLOW)}
     if per_item_us:
-        params["per_item_us"] = per_item_us
+        params["per_item_us"] = int(per_item_us * SLOW)
     return op_config(name, "timed", max_batch_size=max_batch_size, dims=dims, extra=extra, params=params)
 
 

@@ -124,6 +124,7 @@ def test_request_larger_than_max_batch_size_is_rejected(repo, server_factory):
     assert (st["execution_count"], st["inference_count"]) == (1, 4)
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("delay_us,expected", [(0, {1: 1, 2: 1}), (800000, {3: 1})], ids=["no-delay", "delay"])
 def test_queue_delay_lets_partial_batch_grow(repo, server_factory, delay_us, expected):
     # A 300 ms model. Without a queue delay the first request runs alone at
@@ -356,6 +357,7 @@ dynamic_batching { default_queue_policy { timeout_action: DELAY default_timeout_
 # preserve_ordering (§5.5) and instances (§5.8)
 # ---------------------------------------------------------------------------
 
+@pytest.mark.timing
 @pytest.mark.parametrize("preserve", [True, False], ids=["preserve", "no-preserve"])
 def test_preserve_ordering_releases_responses_in_order(repo, server_factory, preserve):
     # Two instances. A (batch 8, 320 ms) starts first on one instance; B

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <malloc.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -27,8 +28,9 @@
 #define COMPONENT "cli"
 
 /* Exit statuses besides 0 and IMAGEN_CLI_EXIT_USAGE. */
-#define EXIT_STARTUP_FAILED 1 /* server, endpoint or log file could not start */
-#define EXIT_UNCLEAN 1        /* drain timed out, or a second signal arrived */
+#define EXIT_STARTUP_FAILED 1      /* server, endpoint or log file could not start */
+#define EXIT_UNCLEAN 1             /* drain timed out, or a second signal arrived */
+#define IDLE_TRIM_INTERVAL_MS 2000 /* how often an idle server returns free heap pages */
 
 /* What the shutdown thread tears down; written by main before the thread
  * starts, `remaining` by the thread before it signals `done_fd`. */
@@ -188,10 +190,29 @@ start_endpoints(const imagen_cli_options *opts, shutdown_ctx *ctx)
  * watching for a second one. Returns the process exit status (or does not
  * return: _exit on a second signal or an expired drain, skipping teardown
  * that could block). */
+/* Waits for SIGINT/SIGTERM. Meanwhile, every IDLE_TRIM_INTERVAL_MS in which
+ * no inference is in flight, hands the heap's free pages back to the system:
+ * after a burst, each thread's malloc arena otherwise keeps the memory it
+ * once needed (connection pools, request buffers) for as long as the
+ * process lives. */
+static int
+wait_for_signal(int sfd, imagen_server *srv)
+{
+    struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+    for (;;) {
+        int n = poll(&pfd, 1, IDLE_TRIM_INTERVAL_MS);
+        if (n > 0 || (n < 0 && errno != EINTR))
+            return read_signal(sfd);
+        /* A trim of an already trimmed heap only walks the arenas. */
+        if (n == 0 && imagen_server_inflight_count(srv) == 0)
+            malloc_trim(0);
+    }
+}
+
 static int
 serve_until_signal(int sfd, shutdown_ctx *ctx, int exit_timeout_secs)
 {
-    int sig = read_signal(sfd);
+    int sig = wait_for_signal(sfd, ctx->server);
     IMAGEN_LOG_INFO_(COMPONENT, "received %s; shutting down (waiting up to %d s for in-flight requests)",
                      signal_name(sig), exit_timeout_secs);
     ctx->done_fd = eventfd(0, EFD_CLOEXEC);

@@ -112,22 +112,7 @@ json_to_integer(jctx *c, const imagen_config_field_desc *f, const json_t *j, ima
     } else {
         return jfail(c, f->name, "expected an integer, got %s", kind_name(j));
     }
-    bool ok;
-    switch (f->type) {
-    case IMAGEN_CONFIG_T_INT32:
-        ok = neg ? mag <= (uint64_t)INT32_MAX + 1 : mag <= INT32_MAX;
-        break;
-    case IMAGEN_CONFIG_T_INT64:
-        ok = neg ? mag <= (uint64_t)INT64_MAX + 1 : mag <= INT64_MAX;
-        break;
-    case IMAGEN_CONFIG_T_UINT32:
-        ok = (!neg || mag == 0) && mag <= UINT32_MAX;
-        break;
-    default:
-        ok = !neg || mag == 0;
-        break;
-    }
-    if (!ok)
+    if (!imagen_config_int_in_range(f->type, neg, mag))
         return jfail(c, f->name, "value out of range");
     if (f->type == IMAGEN_CONFIG_T_UINT32 || f->type == IMAGEN_CONFIG_T_UINT64)
         out->u = mag;

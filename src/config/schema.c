@@ -535,6 +535,21 @@ imagen_config_enum_known(const imagen_config_enum_desc *e, int64_t number)
     return imagen_config_enum_name(e, number) != NULL;
 }
 
+bool
+imagen_config_int_in_range(int type, bool neg, uint64_t mag)
+{
+    switch (type) {
+    case IMAGEN_CONFIG_T_INT32:
+        return neg ? mag <= (uint64_t)INT32_MAX + 1 : mag <= INT32_MAX;
+    case IMAGEN_CONFIG_T_INT64:
+        return neg ? mag <= (uint64_t)INT64_MAX + 1 : mag <= INT64_MAX;
+    case IMAGEN_CONFIG_T_UINT32:
+        return (!neg || mag == 0) && mag <= UINT32_MAX;
+    default:
+        return !neg || mag == 0;
+    }
+}
+
 /* The JSON parser tracks seen fields in a 64-bit mask and the encoder sorts
  * at most 64 indices; ModelConfig is the largest message. */
 _Static_assert(COUNT(model_config_fields) <= 64, "message with more than 64 fields");

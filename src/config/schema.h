@@ -116,6 +116,9 @@ bool imagen_config_enum_by_name(const imagen_config_enum_desc *e, const char *na
 bool imagen_config_enum_known(const imagen_config_enum_desc *e, int64_t number);
 /* Name of an enum value, or NULL when the number is not declared. */
 const char *imagen_config_enum_name(const imagen_config_enum_desc *e, int64_t number);
+/* True if the integer -mag (neg) or +mag fits the integer field type `type`
+ * (one of the IMAGEN_CONFIG_T_*INT* types). Shared by both parsers. */
+bool imagen_config_int_in_range(int type, bool neg, uint64_t mag);
 
 /* ---- dynamic message (msg.c) ---- */
 

@@ -352,22 +352,7 @@ parse_integer(parser *p, const imagen_config_field_desc *f, imagen_config_value 
     uint64_t mag;
     if (!int_token_value(p, &t, f->name, &mag))
         return false;
-    bool in_range;
-    switch (f->type) {
-    case IMAGEN_CONFIG_T_INT32:
-        in_range = neg ? mag <= (uint64_t)INT32_MAX + 1 : mag <= INT32_MAX;
-        break;
-    case IMAGEN_CONFIG_T_INT64:
-        in_range = neg ? mag <= (uint64_t)INT64_MAX + 1 : mag <= INT64_MAX;
-        break;
-    case IMAGEN_CONFIG_T_UINT32:
-        in_range = (!neg || mag == 0) && mag <= UINT32_MAX;
-        break;
-    default:
-        in_range = !neg || mag == 0;
-        break;
-    }
-    if (!in_range)
+    if (!imagen_config_int_in_range(f->type, neg, mag))
         return FAIL_TOK(p, &t, f->name, "value out of range for %s", type_name(f->type));
     if (f->type == IMAGEN_CONFIG_T_UINT32 || f->type == IMAGEN_CONFIG_T_UINT64)
         out->u = mag;

@@ -331,6 +331,17 @@ scan_repositories_locked(imagen_repository *repo)
     }
 }
 
+/* Explicit mode: picks up model folders added since the last scan. Skipped
+ * while any model is loading, whose directory must not change under it. */
+static void
+rescan_if_idle_locked(imagen_repository *repo)
+{
+    for (size_t i = 0; i < repo->n_entries; i++)
+        if (repo->entries[i]->busy)
+            return;
+    scan_repositories_locked(repo);
+}
+
 /* ---- loading ------------------------------------------------------------------ */
 
 static imagen_error *
@@ -1095,13 +1106,8 @@ imagen_server_repository_index(imagen_server *srv, bool ready_only, imagen_repos
     /* Pick up models added to disk since the last scan (index lists what
      * is in the repository, loaded or not). Directories are only refreshed
      * for entries not being loaded right now. */
-    if (imagen__server_options(srv)->control_mode == IMAGEN_MODEL_CONTROL_EXPLICIT) {
-        bool any_busy = false;
-        for (size_t i = 0; i < repo->n_entries; i++)
-            any_busy |= repo->entries[i]->busy;
-        if (!any_busy)
-            scan_repositories_locked(repo);
-    }
+    if (imagen__server_options(srv)->control_mode == IMAGEN_MODEL_CONTROL_EXPLICIT)
+        rescan_if_idle_locked(repo);
     size_t cap = 0;
     for (size_t i = 0; i < repo->n_entries; i++)
         cap += repo->entries[i]->n_slots + 1;
@@ -1251,17 +1257,25 @@ write_override_dir(const char *name, const imagen_model_file *files, size_t n, c
     return NULL;
 }
 
+/* Load and unload are allowed only in explicit mode (the message is
+ * Triton's, which names polling even in none mode) and on a plain name. */
+static imagen_error *
+check_control_request(imagen_server *srv, const char *name)
+{
+    if (imagen__server_options(srv)->control_mode != IMAGEN_MODEL_CONTROL_EXPLICIT)
+        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE,
+                                "explicit model load / unload is not allowed if polling is enabled");
+    if (!valid_model_name(name))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid model name '%s'", name ? name : "");
+    return NULL;
+}
+
 imagen_error *
 imagen_server_model_load(imagen_server *srv, const char *name, const char *config_json, const imagen_model_file *files,
                          size_t n_files)
 {
     imagen_repository *repo = imagen__server_repository(srv);
-    const imagen_server_options *o = imagen__server_options(srv);
-    if (o->control_mode != IMAGEN_MODEL_CONTROL_EXPLICIT)
-        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE,
-                                "explicit model load / unload is not allowed if polling is enabled");
-    if (!valid_model_name(name))
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid model name '%s'", name ? name : "");
+    IMAGEN_RETURN_IF_ERROR(check_control_request(srv, name));
     if (imagen_server_is_exiting(srv))
         return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "Server exiting");
     if (n_files > 0 && config_json == NULL)
@@ -1272,11 +1286,7 @@ imagen_server_model_load(imagen_server *srv, const char *name, const char *confi
         IMAGEN_RETURN_IF_ERROR(write_override_dir(name, files, n_files, &override_dir));
 
     pthread_mutex_lock(&repo->lock);
-    bool any_busy = false;
-    for (size_t i = 0; i < repo->n_entries; i++)
-        any_busy |= repo->entries[i]->busy;
-    if (!any_busy)
-        scan_repositories_locked(repo);
+    rescan_if_idle_locked(repo);
     model_entry *e = get_or_add_entry_locked(repo, name);
     pthread_mutex_unlock(&repo->lock);
     if (e == NULL) {
@@ -1313,12 +1323,7 @@ imagen_server_model_unload(imagen_server *srv, const char *name, bool unload_dep
 {
     (void)unload_dependents; /* no ensembles yet, so no dependents */
     imagen_repository *repo = imagen__server_repository(srv);
-    const imagen_server_options *o = imagen__server_options(srv);
-    if (o->control_mode != IMAGEN_MODEL_CONTROL_EXPLICIT)
-        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE,
-                                "explicit model load / unload is not allowed if polling is enabled");
-    if (!valid_model_name(name))
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid model name '%s'", name ? name : "");
+    IMAGEN_RETURN_IF_ERROR(check_control_request(srv, name));
     pthread_mutex_lock(&repo->lock);
     model_entry *e = find_entry_locked(repo, name, NULL);
     pthread_mutex_unlock(&repo->lock);

@@ -19,7 +19,7 @@
 static const char *const extensions[] = {
     "classification",  "model_repository",    "model_repository(unload_dependents)",
     "schedule_policy", "model_configuration", "binary_tensor_data",
-    "parameters",      "statistics",
+    "parameters",      "statistics",          "logging",
 };
 
 void

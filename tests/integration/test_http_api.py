@@ -49,6 +49,7 @@ def test_server_metadata(server):
     assert "binary_tensor_data" in body["extensions"]
     assert "classification" in body["extensions"]
     assert "model_repository(unload_dependents)" in body["extensions"]
+    assert "logging" in body["extensions"]
     for absent in ("system_shared_memory", "cuda_shared_memory", "trace"):
         assert absent not in body["extensions"]
 
@@ -248,6 +249,16 @@ def test_logging_get(server):
     assert r.status == 200
     body = r.json()
     assert set(body) == {"log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format"}
+
+
+def test_logging_post_changes_settings_and_rejects_log_file(server):
+    r = server.post("/v2/logging", body={"log_verbose_level": 1, "log_info": False})
+    assert r.status == 200
+    assert r.json()["log_verbose_level"] == 1 and r.json()["log_info"] is False
+    assert server.get("/v2/logging").json()["log_verbose_level"] == 1
+    assert_error(server.post("/v2/logging", body={"log_file": "/tmp/x"}), 501, "log file")
+    assert_error(server.post("/v2/logging", body={"log_verbose_level": "a"}), 400, "log_verbose_level")
+    server.post("/v2/logging", body={"log_verbose_level": 0, "log_info": True})
 
 
 @pytest.mark.parametrize("segment", [

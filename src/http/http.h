@@ -49,7 +49,8 @@ void imagen_metrics_options_init(imagen_metrics_options *opts);
 imagen_error *imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_http **out);
 /* The port actually bound (useful with port 0). */
 int imagen_http_port(const imagen_http *http);
-/* Stops accepting new connections; requests in flight complete. */
+/* Stops accepting new connections (they are closed at once); requests on
+ * open connections complete. Thread-safe, idempotent. */
 void imagen_http_quiesce(imagen_http *http);
 /* Stops the daemon and frees. Accepts NULL. */
 void imagen_http_destroy(imagen_http *http);

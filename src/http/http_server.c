@@ -40,7 +40,7 @@ struct imagen_http {
     imagen__http_watch *watch;
     size_t max_input; /* bytes */
     int port;
-    MHD_socket quiesced_fd; /* listen socket returned by quiesce; closed after stop */
+    atomic_bool quiesced;   /* set by quiesce: new connections are refused */
     atomic_size_t inflight; /* infer/admin requests whose reply is not yet sent
                                (counted at suspend, uncounted when MHD reports
                                the request completed) */
@@ -500,6 +500,18 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
     free(r);
 }
 
+/* Refuses new connections once the server is shutting down. This stands in
+ * for MHD_quiesce_daemon(), which with a thread pool on epoll races the
+ * pool threads over the listen socket's epoll registration and can abort
+ * the process (libmicrohttpd 0.9.75: "Failed to remove listen FD from epoll
+ * set"). Connections already open keep being served until the drain ends. */
+static enum MHD_Result
+accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    imagen_http *http = cls;
+    return atomic_load(&http->quiesced) ? MHD_NO : MHD_YES;
+}
+
 /* The URL is routed undecoded; names are percent-decoded per segment, so an
  * encoded '/' cannot change which route matches. */
 static size_t
@@ -559,7 +571,7 @@ imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_ht
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     http->srv = srv;
     http->max_input = opts->max_input_size ? opts->max_input_size : IMAGEN_HTTP_DEFAULT_MAX_INPUT_BYTES;
-    http->quiesced_fd = MHD_INVALID_SOCKET;
+    atomic_init(&http->quiesced, false);
     atomic_init(&http->inflight, 0);
 
     struct sockaddr_storage ss;
@@ -577,7 +589,7 @@ imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_ht
     if (ipv6)
         flags |= MHD_USE_IPv6;
     http->daemon =
-        MHD_start_daemon(flags, (uint16_t)opts->port, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR,
+        MHD_start_daemon(flags, (uint16_t)opts->port, accept_policy, http, on_request, http, MHD_OPTION_SOCK_ADDR,
                          (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, http, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape,
                          NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY_BYTES,
@@ -605,9 +617,8 @@ imagen_http_port(const imagen_http *http)
 void
 imagen_http_quiesce(imagen_http *http)
 {
-    if (http == NULL || http->daemon == NULL || http->quiesced_fd != MHD_INVALID_SOCKET)
-        return;
-    http->quiesced_fd = MHD_quiesce_daemon(http->daemon);
+    if (http != NULL)
+        atomic_store(&http->quiesced, true);
 }
 
 void
@@ -626,8 +637,6 @@ imagen_http_destroy(imagen_http *http)
         return;
     }
     MHD_stop_daemon(http->daemon);
-    if (http->quiesced_fd != MHD_INVALID_SOCKET)
-        close(http->quiesced_fd);
     imagen__http_watch_stop(http->watch);
     free(http);
 }

@@ -141,6 +141,9 @@ const imagen_error *imagen__request_error(const imagen_request *req);
 
 /* Backend by config name: built-in table first, then <backend_directory>. */
 imagen_error *imagen__server_find_backend(imagen_server *srv, const char *name, const imagen_backend **out);
+/* Counts a loaded model version; the reaper uncounts it after teardown, and
+ * imagen_server_destroy() waits until none is left. */
+void imagen__server_model_born(imagen_server *srv);
 /* Queues a model whose last reference dropped for teardown. */
 void imagen__server_reap(imagen_server *srv, imagen_model *m);
 void imagen__server_inflight_add(imagen_server *srv, long delta);

@@ -347,10 +347,11 @@ instance_main(void *arg)
     imagen_error *err = NULL;
     if (m->backend->instance_init)
         err = m->backend->instance_init(&m->backend_view, m->backend_model_state, &inst->info, &inst->state);
+    bool initialised = err == NULL; /* fini pairs only with a successful init */
     if (err == NULL)
         err = run_warmup(inst);
     if (err != NULL) {
-        if (m->backend->instance_fini)
+        if (initialised && m->backend->instance_fini)
             m->backend->instance_fini(inst->state);
         signal_init(inst, -1, imagen_error_wrap(err, "instance '%s'", inst->name));
         return NULL;
@@ -594,6 +595,7 @@ imagen__model_load(imagen_server *srv, const char *name, int64_t version, const 
         goto fail_instances;
 
     imagen_stats_set_load_duration(stats, (double)(imagen_time_now_ns() - t_start) / 1e9);
+    imagen__server_model_born(srv);
     *out = m;
     return NULL;
 

@@ -274,10 +274,11 @@ fingerprint_dir(const char *dir)
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         struct stat st;
-        if (stat(path, &st) == 0)
+        bool ok = stat(path, &st) == 0;
+        if (ok)
             imagen_buf_appendf(&b, "%s:%lld.%09ld:%lld;", names[i], (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
                                (long long)st.st_size);
-        if (strcmp(names[i], "configs") == 0 && S_ISDIR(st.st_mode)) {
+        if (ok && strcmp(names[i], "configs") == 0 && S_ISDIR(st.st_mode)) {
             char *sub = fingerprint_dir(path);
             if (sub) {
                 imagen_buf_append_str(&b, sub);
@@ -566,7 +567,11 @@ load_entry(imagen_repository *repo, model_entry *e, const char *override_json)
         bool serving = false;
         for (size_t i = 0; i < e->n_slots; i++)
             serving |= e->slots[i].model != NULL;
-        if (!serving) {
+        if (!serving && dir == NULL && !conflict && e->n_slots == 0) {
+            /* A name with no directory anywhere: the load fails, and the
+             * repository keeps no state for it (as Triton). */
+            e->attempted = false;
+        } else if (!serving) {
             /* Nothing serves: the failure is the model's state. */
             set_reason(&e->model_reason, imagen_error_message(err));
             for (size_t i = 0; i < e->n_slots; i++)
@@ -632,6 +637,17 @@ load_entry(imagen_repository *repo, model_entry *e, const char *override_json)
     imagen_model **old = calloc(e->n_slots + n_chosen + 1, sizeof(*old));
     size_t n_old = 0;
     pthread_mutex_lock(&repo->lock);
+    if (repo->stopping) {
+        /* The server shut down while this model loaded: nothing may become
+         * READY now, nobody would unload it. */
+        for (size_t i = 0; lv && stats && i < n_chosen; i++) {
+            if (lv[i].model && old)
+                old[n_old++] = lv[i].model;
+            lv[i].model = NULL;
+        }
+        if (first_err == NULL)
+            first_err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "Server exiting");
+    }
     bool keep_old = first_err != NULL; /* a failed reload keeps the old versions serving */
     for (size_t i = 0; lv && stats && i < n_chosen; i++) {
         version_slot *s = find_slot(e, chosen[i]);
@@ -703,6 +719,10 @@ unload_entry(imagen_repository *repo, model_entry *e)
         s->state = STATE_UNAVAILABLE;
         set_reason(&s->reason, "unloaded");
     }
+    /* An unloaded model no longer counts for readiness, failed or not. */
+    free(e->model_reason);
+    e->model_reason = NULL;
+    e->attempted = false;
     pthread_mutex_unlock(&repo->lock);
     for (size_t i = 0; i < n_old; i++) {
         imagen_log(IMAGEN_LOG_INFO, "core", "unloading '%s' version %" PRId64, e->name, imagen_model_version(old[i]));
@@ -787,6 +807,18 @@ load_parallel(imagen_repository *repo, model_entry **entries, size_t n)
 
 /* ---- poll mode ------------------------------------------------------------------ */
 
+/* Clears what the repository remembers of a model directory: a model that
+ * is no longer on disk counts neither for readiness nor as changed. */
+static void
+forget_directory_locked(model_entry *e)
+{
+    e->attempted = false;
+    free(e->fingerprint);
+    e->fingerprint = NULL;
+    free(e->model_reason);
+    e->model_reason = NULL;
+}
+
 static void
 poll_once(imagen_repository *repo)
 {
@@ -800,11 +832,16 @@ poll_once(imagen_repository *repo)
         if (e->override_dir)
             continue;
         if (e->dir == NULL) {
+            /* Gone from disk: unload it and forget what was known about its
+             * directory, so that a folder put back later loads again even
+             * if its files look exactly as before. */
             bool has = false;
             for (size_t k = 0; k < e->n_slots; k++)
                 has |= e->slots[k].model != NULL;
             if (has)
                 to_unload[n_unload++] = e;
+            if (!e->busy)
+                forget_directory_locked(e);
             continue;
         }
         char *fp = fingerprint_dir(e->dir);
@@ -933,12 +970,20 @@ imagen__repository_shutdown(imagen_repository *repo)
         pthread_join(repo->poll_thread, NULL);
         repo->poll_started = false;
     }
-    for (size_t i = 0; i < repo->n_entries; i++) {
-        model_entry *e = repo->entries[i];
-        mark_busy(repo, e);
-        unload_entry(repo, e);
-        clear_busy(repo, e);
+    /* A snapshot: a concurrent load may grow the table. Loads that finish
+     * after `stopping` was set drop their new versions themselves. */
+    pthread_mutex_lock(&repo->lock);
+    size_t n = repo->n_entries;
+    model_entry **all = malloc((n ? n : 1) * sizeof(*all));
+    if (all)
+        memcpy(all, repo->entries, n * sizeof(*all));
+    pthread_mutex_unlock(&repo->lock);
+    for (size_t i = 0; all && i < n; i++) {
+        mark_busy(repo, all[i]);
+        unload_entry(repo, all[i]);
+        clear_busy(repo, all[i]);
     }
+    free(all);
 }
 
 static void
@@ -1303,8 +1348,9 @@ imagen_server_model_load(imagen_server *srv, const char *name, const char *confi
     e->override_dir = override_dir;
     pthread_mutex_unlock(&repo->lock);
     imagen_error *err = load_entry(repo, e, config_json);
-    if (err && override_dir) {
-        /* Keep the old override on failure (old versions may still serve). */
+    if (err) {
+        /* Keep the old directory on failure: old versions may still serve
+         * from it. Only the new one (if any) is removed. */
         pthread_mutex_lock(&repo->lock);
         e->override_dir = previous_override;
         pthread_mutex_unlock(&repo->lock);

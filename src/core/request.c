@@ -64,7 +64,7 @@ struct imagen_request {
     imagen_response_cb cb;
     void *user_data;
     atomic_bool cancelled;
-    bool submitted;
+    atomic_bool submitted; /* read by imagen_request_cancel on other threads */
     bool internal;
     uint64_t submit_ns;
     uint64_t exec_start_ns;
@@ -161,6 +161,7 @@ request_alloc(imagen_model *model, imagen_request **out)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory creating a request");
     atomic_init(&req->refs, 1);
     atomic_init(&req->cancelled, false);
+    atomic_init(&req->submitted, false);
     req->model = model;
     *out = req;
     return NULL;
@@ -295,6 +296,8 @@ add_input(imagen_request *req, const char *name, imagen_datatype datatype, const
     if (!imagen_shape_element_count(shape, rank, IMAGEN_REQUEST_MAX_ELEMENTS, &count))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has too many elements (limit %" PRIu64 ")", name,
                                 (uint64_t)IMAGEN_REQUEST_MAX_ELEMENTS);
+    if (data == NULL && byte_size != 0)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has no data", name);
     if (datatype == IMAGEN_TYPE_BYTES) {
         IMAGEN_RETURN_IF_ERROR(check_bytes_tensor(name, data, byte_size, count));
     } else {
@@ -304,8 +307,6 @@ add_input(imagen_request *req, const char *name, imagen_datatype datatype, const
                                     "unexpected total byte size %zu for input '%s', expecting %" PRIu64, byte_size,
                                     name, want);
     }
-    if (data == NULL && byte_size != 0)
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has no data", name);
 
     if (req->n_inputs == req->cap_inputs) {
         size_t cap = req->cap_inputs ? req->cap_inputs * 2 : 4;
@@ -463,6 +464,7 @@ validate_complete(imagen_request *req)
         size_t len = 0;
         for (size_t i = 0; i < mc->n_inputs; i++)
             len += 1 + mc->inputs[i].rank;
+        free(req->shape_sig);
         req->shape_sig = calloc(len ? len : 1, sizeof(int64_t));
         if (req->shape_sig == NULL)
             return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
@@ -503,23 +505,27 @@ imagen_server_infer_async(imagen_server *srv, imagen_request *req, imagen_respon
     req->item.priority = req->priority;
     req->item.timeout_us = req->timeout_us;
     req->submit_ns = imagen_time_now_ns();
-    req->submitted = true;
+    atomic_store(&req->submitted, true);
 
     atomic_fetch_add(&req->refs, 1); /* the core's reference */
     imagen__server_inflight_add(srv, 1);
     imagen_stats_pending_add(m->stats, 1);
     imagen_error *err = imagen_batcher_enqueue(m->batcher, &req->item);
-    if (err) {
-        imagen_stats_pending_add(m->stats, -1);
-        imagen_stats_record_failure(m->stats, IMAGEN_FAIL_REJECTED, imagen_time_now_ns() - req->submit_ns);
-        imagen__server_inflight_add(srv, -1);
-        imagen_response_free(req->response);
-        req->response = NULL;
-        req->submitted = false;
-        atomic_fetch_sub(&req->refs, 1);
-        return err;
+    if (err == NULL) {
+        /* A cancel that ran between the check above and the enqueue found
+         * nothing queued; honour it now. */
+        if (atomic_load(&req->cancelled))
+            imagen_batcher_cancel(m->batcher, &req->item);
+        return NULL;
     }
-    return NULL;
+    imagen_stats_pending_add(m->stats, -1);
+    imagen_stats_record_failure(m->stats, IMAGEN_FAIL_REJECTED, imagen_time_now_ns() - req->submit_ns);
+    imagen__server_inflight_add(srv, -1);
+    imagen_response_free(req->response);
+    req->response = NULL;
+    atomic_store(&req->submitted, false);
+    atomic_fetch_sub(&req->refs, 1);
+    return err;
 }
 
 imagen_error *
@@ -528,7 +534,7 @@ imagen__request_prepare_internal(imagen_request *req)
     IMAGEN_RETURN_IF_ERROR(validate_complete(req));
     if (req->response == NULL && (req->response = calloc(1, sizeof(imagen_response))) == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
-    req->submitted = true;
+    atomic_store(&req->submitted, true);
     return NULL;
 }
 
@@ -536,7 +542,7 @@ void
 imagen_request_cancel(imagen_request *req)
 {
     atomic_store(&req->cancelled, true);
-    if (req->submitted && !req->internal)
+    if (atomic_load(&req->submitted) && !req->internal)
         imagen_batcher_cancel(req->model->batcher, &req->item);
 }
 
@@ -652,8 +658,13 @@ imagen__request_finish(imagen_request *req, imagen_error *err, imagen_fail_reaso
     } else {
         imagen_error_free(err);
     }
-    imagen__server_inflight_add(m->server, -1);
-    imagen_request_release(req); /* the core's reference */
+    /* Drop the core's reference (and with it, possibly, the last reference
+     * to the model) before the in-flight count: once that count reaches
+     * zero, shutdown may destroy the server, which must not happen while
+     * this thread still holds the model. */
+    imagen_server *srv = m->server;
+    imagen_request_release(req);
+    imagen__server_inflight_add(srv, -1);
 }
 
 void

@@ -52,7 +52,8 @@ struct imagen_server {
     pthread_cond_t reap_cond;
     imagen_model *reap_head; /* models waiting for teardown */
     bool reap_stop;
-    size_t reap_busy; /* models being destroyed right now */
+    size_t reap_busy;   /* models being destroyed right now */
+    size_t live_models; /* loaded versions not yet destroyed */
 };
 
 void
@@ -87,10 +88,19 @@ reaper_main(void *arg)
         imagen__model_destroy(m);
         pthread_mutex_lock(&srv->reap_lock);
         srv->reap_busy--;
+        srv->live_models--;
         pthread_cond_broadcast(&srv->reap_cond);
     }
     pthread_mutex_unlock(&srv->reap_lock);
     return NULL;
+}
+
+void
+imagen__server_model_born(imagen_server *srv)
+{
+    pthread_mutex_lock(&srv->reap_lock);
+    srv->live_models++;
+    pthread_mutex_unlock(&srv->reap_lock);
 }
 
 void
@@ -360,6 +370,11 @@ imagen_server_destroy(imagen_server *srv)
     }
     if (srv->reaper_started) {
         pthread_mutex_lock(&srv->reap_lock);
+        /* Every model must be torn down before the reaper stops: a request
+         * or model reference still held elsewhere (an instance thread just
+         * finishing a response) drops the last reference moments later. */
+        while (srv->live_models > 0)
+            pthread_cond_wait(&srv->reap_cond, &srv->reap_lock);
         srv->reap_stop = true;
         pthread_cond_broadcast(&srv->reap_cond);
         pthread_mutex_unlock(&srv->reap_lock);

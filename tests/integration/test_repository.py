@@ -138,6 +138,47 @@ def test_poll_unloads_removed_model(repo, server_factory):
     assert s.get("/v2/health/ready").status == 200
 
 
+def test_poll_reloads_model_moved_out_and_back_unchanged(repo, tmp_path, server_factory):
+    # mv keeps names, sizes and modification times: the folder looks exactly
+    # as before, and must still load again once it is back.
+    mdir = identity_model(repo, "wanderer")
+    s = server_factory(repo, *POLL)
+    parked = str(tmp_path / "parked")
+    shutil.move(mdir, parked)
+    wait_for(lambda: s.get("/v2/models/wanderer/ready").status != 200, timeout=5.0, what="'wanderer' unloaded")
+    shutil.move(parked, mdir)
+    wait_for(lambda: s.get("/v2/models/wanderer/ready").status == 200, timeout=5.0, what="'wanderer' reloaded")
+    assert_echo(infer(s, "wanderer"))
+    assert s.get("/v2/health/ready").status == 200
+
+
+def test_poll_removing_failed_model_makes_server_ready(repo, server_factory):
+    identity_model(repo, "good")
+    bad = write_model(repo, "bad", "this is not a config")
+    s = server_factory(repo, *POLL, "--exit-on-error=false", wait_ready=False)
+    assert s.get("/v2/health/ready").status == 400
+    shutil.rmtree(bad)
+    wait_for(lambda: s.get("/v2/health/ready").status == 200, timeout=5.0, what="server ready")
+
+
+def test_explicit_load_of_missing_model_leaves_readiness_alone(repo, server_factory):
+    identity_model(repo, "good")
+    s = server_factory(repo, "--model-control-mode=explicit", "--load-model=good")
+    assert_error(s.post("/v2/repository/models/typo/load"), 400, "no model directory named 'typo'")
+    assert s.get("/v2/health/ready").status == 200
+    assert not index_entries(s, "typo")
+
+
+def test_explicit_unload_of_failed_model_makes_server_ready(repo, server_factory):
+    identity_model(repo, "good")
+    write_model(repo, "bad", "max_batch_size: -1")
+    s = server_factory(repo, "--model-control-mode=explicit", "--load-model=good")
+    assert s.post("/v2/repository/models/bad/load").status != 200
+    assert s.get("/v2/health/ready").status == 400
+    assert s.post("/v2/repository/models/bad/unload").status == 200
+    assert s.get("/v2/health/ready").status == 200
+
+
 def test_poll_reloads_edited_config(repo, server_factory):
     identity_model(repo, "edited", max_batch_size=8)
     s = server_factory(repo, *POLL)

@@ -409,6 +409,27 @@ imagen_request_parameter(const imagen_request *req, size_t i)
 
 /* ---- submission ---------------------------------------------------------- */
 
+/* Element values of an INT32/INT64 shape tensor, stored into `out` when
+ * not NULL; returns how many there are (0 for other data types). */
+static size_t
+shape_tensor_values(const imagen_tensor *t, int64_t *out)
+{
+    size_t size = imagen_datatype_size(t->datatype);
+    if ((t->datatype != IMAGEN_TYPE_INT32 && t->datatype != IMAGEN_TYPE_INT64) || size == 0)
+        return 0;
+    size_t n = t->byte_size / size;
+    for (size_t i = 0; out && i < n; i++) {
+        if (t->datatype == IMAGEN_TYPE_INT32) {
+            int32_t v;
+            memcpy(&v, (const char *)t->data + i * 4, 4);
+            out[i] = v;
+        } else {
+            memcpy(&out[i], (const char *)t->data + i * 8, 8);
+        }
+    }
+    return n;
+}
+
 /* Checks the request as a whole: required inputs present, batch dims agree;
  * computes batch_size and the shape signature. */
 static imagen_error *
@@ -460,10 +481,15 @@ validate_complete(imagen_request *req)
 
     if (req->model->shape_check) {
         /* Signature: for each config input in config order, its rank (or -1
-         * when absent) followed by its non-batch dims. */
+         * when absent) followed by its non-batch dims; a shape tensor adds
+         * its element count and values, since requests share a batch only
+         * when their shape tensors hold the same values (spec 5.3). */
         size_t len = 0;
         for (size_t i = 0; i < mc->n_inputs; i++)
             len += 1 + mc->inputs[i].rank;
+        for (size_t k = 0; k < req->n_inputs; k++)
+            if (req->inputs[k].cfg->is_shape_tensor)
+                len += 1 + shape_tensor_values(&req->inputs[k].tensor, NULL);
         free(req->shape_sig);
         req->shape_sig = calloc(len ? len : 1, sizeof(int64_t));
         if (req->shape_sig == NULL)
@@ -477,6 +503,11 @@ validate_complete(imagen_request *req)
             req->shape_sig[pos++] = in ? (int64_t)in->tensor.rank : -1;
             for (size_t d = 0; d < mc->inputs[i].rank; d++)
                 req->shape_sig[pos++] = in ? in->shape[d + lead] : -1;
+            if (in && mc->inputs[i].is_shape_tensor) {
+                size_t n = shape_tensor_values(&in->tensor, req->shape_sig + pos + 1);
+                req->shape_sig[pos] = (int64_t)n;
+                pos += 1 + n;
+            }
         }
         req->item.shape_sig = req->shape_sig;
         req->item.shape_sig_len = pos;

@@ -397,6 +397,61 @@ test_delay_scheduler_forms_exact_batch(void)
     remove_repo();
 }
 
+static int
+submit_with_shape_tensor(imagen_server *srv, int32_t shape_value, waiter *w)
+{
+    imagen_request *req = NULL;
+    imagen_error *err = imagen_request_new(srv, "shaped", -1, &req);
+    static const int32_t data[4] = {1, 2, 3, 4};
+    int32_t value = shape_value;
+    int64_t shape[] = {1, 4}, sshape[] = {1, 1};
+    if (!err)
+        err = imagen_request_add_input(req, "INPUT0", IMAGEN_TYPE_INT32, shape, 2, data, 16);
+    if (!err)
+        err = imagen_request_add_input(req, "SHAPE", IMAGEN_TYPE_INT32, sshape, 2, &value, 4);
+    if (!err) {
+        pthread_mutex_lock(&w->lock);
+        w->pending++;
+        pthread_mutex_unlock(&w->lock);
+        err = imagen_server_infer_async(srv, req, on_response, w);
+    }
+    int ok = err == NULL;
+    if (err) {
+        fprintf(stderr, "submit: %s\n", imagen_error_message(err));
+        imagen_error_free(err);
+    }
+    imagen_request_release(req);
+    return ok;
+}
+
+static void
+test_shape_tensor_values_split_batches(void)
+{
+    /* The shape tensor's values, not only its dims, decide who may share a
+     * batch: 1,1,2,2 queued together execute as two batches of two. The
+     * value is copied into the request's signature at submission, so the
+     * caller's variable may change afterwards. */
+    make_repo();
+    write_model("shaped", "input [ { name: \"SHAPE\" data_type: TYPE_INT32 dims: [ 1 ] is_shape_tensor: true } ]\n"
+                          "dynamic_batching { }");
+    setenv("IMAGEN_DELAY_SCHEDULER", "4", 1);
+    imagen_server *srv = start_server(IMAGEN_MODEL_CONTROL_NONE, true);
+    unsetenv("IMAGEN_DELAY_SCHEDULER");
+    CHECK(srv != NULL);
+    if (!srv)
+        return;
+    atomic_store(&executions, 0);
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0};
+    int32_t values[4] = {1, 1, 2, 2};
+    for (int i = 0; i < 4; i++)
+        CHECK(submit_with_shape_tensor(srv, values[i], &w));
+    wait_all(&w);
+    CHECK_INT_EQ(w.ok, 4);
+    CHECK_INT_EQ(atomic_load(&executions), 2);
+    imagen_server_destroy(srv);
+    remove_repo();
+}
+
 static void
 test_stop_rejects_new_requests(void)
 {
@@ -425,6 +480,7 @@ main(void)
     RUN(test_explicit_load_unload_and_mode_rules);
     RUN(test_reload_keeps_in_flight_requests);
     RUN(test_delay_scheduler_forms_exact_batch);
+    RUN(test_shape_tensor_values_split_batches);
     RUN(test_stop_rejects_new_requests);
     TEST_MAIN_END();
 }

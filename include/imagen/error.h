@@ -59,6 +59,11 @@ imagen_error *imagen_error_wrap(imagen_error *err, const char *fmt, ...) IMAGEN_
 imagen_error_code imagen_error_code_of(const imagen_error *err);
 const char *imagen_error_message(const imagen_error *err);
 
+/* The error every allocation failure falls back to; static, so freeing it
+ * is a no-op. Internal: for code that must report an error without
+ * allocating. */
+extern struct imagen_error imagen__error_out_of_memory;
+
 /* Frees an error; accepts NULL. */
 void imagen_error_free(imagen_error *err);
 

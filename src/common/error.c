@@ -15,7 +15,7 @@ struct imagen_error {
     char *message;
 };
 
-static imagen_error out_of_memory = {IMAGEN_ERR_INTERNAL, (char *)"out of memory"};
+imagen_error imagen__error_out_of_memory = {IMAGEN_ERR_INTERNAL, (char *)"out of memory"};
 
 static const struct {
     const char *name;
@@ -32,7 +32,7 @@ imagen_error_newv(imagen_error_code code, const char *fmt, va_list ap)
 {
     imagen_error *err = malloc(sizeof(*err));
     if (err == NULL)
-        return &out_of_memory;
+        return &imagen__error_out_of_memory;
     va_list copy;
     va_copy(copy, ap);
     int n = vsnprintf(NULL, 0, fmt, copy);
@@ -42,7 +42,7 @@ imagen_error_newv(imagen_error_code code, const char *fmt, va_list ap)
     err->message = malloc((size_t)n + 1);
     if (err->message == NULL) {
         free(err);
-        return &out_of_memory;
+        return &imagen__error_out_of_memory;
     }
     vsnprintf(err->message, (size_t)n + 1, fmt, ap);
     err->code = (code >= 0 && code < IMAGEN_ERR_CODE_COUNT_) ? code : IMAGEN_ERR_UNKNOWN;
@@ -89,7 +89,7 @@ imagen_error_message(const imagen_error *err)
 void
 imagen_error_free(imagen_error *err)
 {
-    if (err == NULL || err == &out_of_memory)
+    if (err == NULL || err == &imagen__error_out_of_memory)
         return;
     free(err->message);
     free(err);

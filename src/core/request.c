@@ -76,6 +76,10 @@ struct imagen_request {
     uint64_t batch_size;
 };
 
+/* Handed to a completion callback when not even a response can be
+ * allocated; imagen_response_free() ignores it. */
+static imagen_response out_of_memory_response = {.error = &imagen__error_out_of_memory};
+
 /* ---- helpers ---------------------------------------------------------- */
 
 static void
@@ -668,8 +672,14 @@ imagen__request_finish(imagen_request *req, imagen_error *err, imagen_fail_reaso
     uint64_t total = now - req->submit_ns;
 
     if (resp == NULL) {
-        /* Out of memory earlier: answer with a minimal response. */
+        /* Out of memory earlier: answer with a minimal response, or with
+         * the static one; the callback is called whatever happens. */
         resp = calloc(1, sizeof(*resp));
+        if (resp == NULL) {
+            imagen_error_free(err);
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+            reason = IMAGEN_FAIL_OTHER;
+        }
     }
     if (err != NULL) {
         imagen_stats_record_failure(m->stats, reason, total);
@@ -688,6 +698,7 @@ imagen__request_finish(imagen_request *req, imagen_error *err, imagen_fail_reaso
         req->cb(resp, req->user_data);
     } else {
         imagen_error_free(err);
+        req->cb(&out_of_memory_response, req->user_data);
     }
     /* Drop the core's reference (and with it, possibly, the last reference
      * to the model) before the in-flight count: once that count reaches
@@ -852,7 +863,7 @@ imagen_response_output(const imagen_response *resp, size_t i)
 void
 imagen_response_free(imagen_response *resp)
 {
-    if (resp == NULL)
+    if (resp == NULL || resp == &out_of_memory_response)
         return;
     free_response_outputs(resp);
     imagen_error_free(resp->error);

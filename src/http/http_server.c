@@ -29,6 +29,10 @@
  * large pool costs CPU on every small request (a 256 KiB pool spent a quarter
  * of the server's CPU in memset); bodies go to our own buffer anyway. */
 #define HTTP_CONNECTION_MEMORY_BYTES (32u << 10)
+/* A connection with no traffic for this long is closed, so clients that
+ * open connections and go quiet cannot exhaust the descriptors. Suspended
+ * connections (a request in the core) are not subject to it. */
+#define HTTP_IDLE_TIMEOUT_SECS 300
 #define HTTP_DRAIN_POLL_US 10000 /* destroy: poll interval while requests finish */
 #define HTTP_DRAIN_MAX_MS 60000  /* destroy: longest wait for in-flight requests */
 #define HTTP_DEFAULT_THREAD_COUNT 8
@@ -202,10 +206,18 @@ start_infer(http_req *r, const char *body, size_t len)
         return MHD_YES;
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    /* Register outside r->mu (the watcher takes its own lock, then, when it
+     * cancels, the completion takes r->mu) and keep the entry only if the
+     * completion has not begun. The request stays alive meanwhile: its
+     * state is freed on this thread, after this handler returns. */
+    uint64_t id = ci != NULL ? imagen__http_watch_add(http->watch, ci->connect_fd, req) : 0;
     pthread_mutex_lock(&r->mu);
-    if (r->phase == PHASE_WAITING && !r->completing && ci != NULL)
-        r->watch_id = imagen__http_watch_add(http->watch, ci->connect_fd, req);
+    if (r->phase == PHASE_WAITING && !r->completing) {
+        r->watch_id = id;
+        id = 0;
+    }
     pthread_mutex_unlock(&r->mu);
+    imagen__http_watch_remove(http->watch, id); /* no-op for 0 */
     return MHD_YES;
 }
 
@@ -588,12 +600,19 @@ imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_ht
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
     if (ipv6)
         flags |= MHD_USE_IPv6;
-    http->daemon =
-        MHD_start_daemon(flags, (uint16_t)opts->port, accept_policy, http, on_request, http, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, http, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape,
-                         NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY_BYTES,
-                         MHD_OPTION_LISTENING_ADDRESS_REUSE, opts->reuse_port ? 1u : 0u, MHD_OPTION_END);
+    /* Address reuse is passed only when asked for: passing it as 0 makes
+     * libmicrohttpd skip its default SO_REUSEADDR, and a restarted server
+     * then cannot bind while old connections sit in TIME_WAIT. */
+    struct MHD_OptionItem extra[] = {
+        {opts->reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    http->daemon = MHD_start_daemon(flags, (uint16_t)opts->port, accept_policy, http, on_request, http,
+                                    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+                                    threads > 1 ? threads : 0u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, http,
+                                    MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                    (size_t)HTTP_CONNECTION_MEMORY_BYTES, MHD_OPTION_CONNECTION_TIMEOUT,
+                                    (unsigned)HTTP_IDLE_TIMEOUT_SECS, MHD_OPTION_ARRAY, extra, MHD_OPTION_END);
     if (http->daemon == NULL) {
         imagen__http_watch_stop(http->watch);
         free(http);

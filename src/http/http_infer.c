@@ -33,7 +33,6 @@ struct imagen__http_infer {
     bool raw;            /* raw binary request: every output binary */
     char *id;            /* "" when none */
     char *model;         /* the model name as requested */
-    bool wrapped_u64;    /* JSON had integers > INT64_MAX, stored as negative int64 */
 };
 
 /* ======================================================================
@@ -147,7 +146,10 @@ parse_request_parameters(imagen__http_infer *inf, const json_t *params)
         imagen_request_param p;
         memset(&p, 0, sizeof(p));
         p.key = (char *)key;
-        if (json_is_string(v)) {
+        uint64_t big;
+        if (imagen__http_json_big_uint(v, &big)) {
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "parameter '%s' is an integer out of range", key);
+        } else if (json_is_string(v)) {
             p.type = IMAGEN_PARAM_STRING;
             p.string_value = (char *)json_string_value(v);
         } else if (json_is_integer(v)) {
@@ -281,8 +283,7 @@ parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char 
     }
     void *buf = NULL;
     size_t size = 0;
-    IMAGEN_RETURN_IF_ERROR(
-        imagen__http_json_decode_tensor(data, dt, elems, max_input, inf->wrapped_u64, name, &buf, &size));
+    IMAGEN_RETURN_IF_ERROR(imagen__http_json_decode_tensor(data, dt, elems, max_input, name, &buf, &size));
     IMAGEN_RETURN_IF_ERROR(own(inf, buf));
     return imagen_request_add_input(inf->req, name, dt, shape, rank, buf, size);
 }
@@ -338,12 +339,11 @@ parse_outputs(imagen__http_infer *inf, const json_t *outs)
     return NULL;
 }
 
-/* jansson keeps integers in int64 and rejects larger literals, but UINT64
- * tensors may carry values up to 2^64-1. This rewrites, into a new copy of
- * the JSON text, every non-negative integer literal in (INT64_MAX,
- * UINT64_MAX] as the negative int64 with the same bits; the UINT decoders
- * then read it back as uint64 (see the wrapped flag). Strings are skipped.
- * Returns NULL when nothing needed rewriting or on allocation failure. */
+/* UINT64 tensors may carry values up to 2^64-1, which jansson refuses.
+ * This rewrites, into a new copy of the JSON text, every non-negative
+ * integer literal in (INT64_MAX, UINT64_MAX] as a tagged string (see
+ * IMAGEN_HTTP_BIG_UINT_TAG). Strings are skipped. Returns NULL when
+ * nothing needed rewriting or on allocation failure. */
 static char *
 rewrite_big_integers(const char *text, size_t len, size_t *out_len)
 {
@@ -384,7 +384,9 @@ rewrite_big_integers(const char *text, size_t len, size_t *out_len)
         if (overflow || v <= (uint64_t)INT64_MAX)
             continue;
         imagen_buf_append(&b, text + copied, start - copied);
-        imagen_buf_appendf(&b, "%" PRId64, (int64_t)(v - (uint64_t)INT64_MAX - 1) + INT64_MIN);
+        imagen_buf_append_str(&b, "\"\\u0000u64:");
+        imagen_buf_append(&b, text + start, i - start);
+        imagen_buf_append_char(&b, '"');
         copied = i;
         changed = true;
     }
@@ -408,7 +410,6 @@ build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t js
             json_error_t jerr2;
             root = json_loadb(wrapped, wlen, JSON_ALLOW_NUL, &jerr2);
             free(wrapped);
-            inf->wrapped_u64 = root != NULL;
         }
     }
     if (root == NULL)

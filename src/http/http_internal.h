@@ -120,14 +120,23 @@ bool imagen__http_deflate(imagen__http_encoding enc, const void *in, size_t len,
 /* Decodes the JSON `data` of input `name` (nested or flat arrays, depth at
  * most IMAGEN_HTTP_JSON_MAX_DEPTH) into a new contiguous little-endian buffer
  * holding exactly `expected` elements of `dt` (BYTES as [u32 len][bytes]);
- * the buffer may hold at most `max_bytes`. With `wrapped`, negative integers
- * are accepted for unsigned types as the uint64 with the same bits (JSON text
- * whose integers above INT64_MAX were rewritten so jansson can hold them).
+ * the buffer may hold at most `max_bytes`. Unsigned types also accept the
+ * tagged strings of IMAGEN_HTTP_BIG_UINT_TAG (integers above INT64_MAX).
  * *out is owned (free()); it may be NULL when *out_size is 0. Errors are
  * INVALID_ARG naming the input. */
 imagen_error *imagen__http_json_decode_tensor(const json_t *data, imagen_datatype dt, uint64_t expected,
-                                              size_t max_bytes, bool wrapped, const char *name, void **out,
-                                              size_t *out_size);
+                                              size_t max_bytes, const char *name, void **out, size_t *out_size);
+
+/* jansson holds integers as int64 and refuses larger literals. Before
+ * parsing, integer literals in (INT64_MAX, UINT64_MAX] are rewritten as
+ * JSON strings "<NUL>u64:<digits>" (a NUL cannot start a real string of a
+ * request in practice, and JSON_ALLOW_NUL keeps it). Only the unsigned
+ * tensor decoders accept such a string; everywhere else it is an error, so
+ * no value changes meaning. */
+#define IMAGEN_HTTP_BIG_UINT_TAG "\0u64:"
+#define IMAGEN_HTTP_BIG_UINT_TAG_LEN 5
+/* True if `v` is such a tagged string; stores its value. */
+bool imagen__http_json_big_uint(const json_t *v, uint64_t *out);
 
 /* Appends the flat JSON array of tensor `t`'s elements to `b`. Fails with
  * INVALID_ARG for FP16/BF16 and INTERNAL for malformed BYTES data. */

@@ -20,7 +20,6 @@ typedef struct decoder {
     unsigned char *fixed; /* fixed-size types: expected * elem_size bytes */
     imagen_buf bytes;     /* BYTES: [u32 len][bytes]... */
     size_t max_bytes;
-    bool wrapped; /* negative integers are uint64 values above INT64_MAX */
     const char *name;
 } decoder;
 
@@ -61,9 +60,11 @@ put_scalar(decoder *d, const json_t *v)
     case IMAGEN_TYPE_UINT16:
     case IMAGEN_TYPE_UINT32:
     case IMAGEN_TYPE_UINT64: {
-        if (!json_is_integer(v) || (json_integer_value(v) < 0 && !d->wrapped))
+        uint64_t u = 0;
+        if (json_is_integer(v) && json_integer_value(v) >= 0)
+            u = (uint64_t)json_integer_value(v);
+        else if (!imagen__http_json_big_uint(v, &u))
             return element_error(d, "an unsigned integer");
-        uint64_t u = (uint64_t)json_integer_value(v);
         if (d->dt == IMAGEN_TYPE_UINT8) {
             uint8_t x = (uint8_t)u;
             memcpy(dst, &x, 1);
@@ -160,9 +161,32 @@ walk(decoder *d, const json_t *v, int depth)
     return d->dt == IMAGEN_TYPE_BYTES ? put_string(d, v) : put_scalar(d, v);
 }
 
+bool
+imagen__http_json_big_uint(const json_t *v, uint64_t *out)
+{
+    if (!json_is_string(v))
+        return false;
+    const char *str = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (len <= IMAGEN_HTTP_BIG_UINT_TAG_LEN || len > IMAGEN_HTTP_BIG_UINT_TAG_LEN + 20 ||
+        memcmp(str, IMAGEN_HTTP_BIG_UINT_TAG, IMAGEN_HTTP_BIG_UINT_TAG_LEN) != 0)
+        return false;
+    uint64_t u = 0;
+    for (size_t i = IMAGEN_HTTP_BIG_UINT_TAG_LEN; i < len; i++) {
+        if (str[i] < '0' || str[i] > '9')
+            return false;
+        uint64_t digit = (uint64_t)(str[i] - '0');
+        if (u > (UINT64_MAX - digit) / 10)
+            return false;
+        u = u * 10 + digit;
+    }
+    *out = u;
+    return true;
+}
+
 imagen_error *
 imagen__http_json_decode_tensor(const json_t *data, imagen_datatype dt, uint64_t expected, size_t max_bytes,
-                                bool wrapped, const char *name, void **out, size_t *out_size)
+                                const char *name, void **out, size_t *out_size)
 {
     *out = NULL;
     *out_size = 0;
@@ -182,7 +206,6 @@ imagen__http_json_decode_tensor(const json_t *data, imagen_datatype dt, uint64_t
     d.elem_size = imagen_datatype_size(dt);
     d.expected = expected;
     d.max_bytes = max_bytes;
-    d.wrapped = wrapped;
     d.name = name;
     imagen_buf_init(&d.bytes);
     if (dt != IMAGEN_TYPE_BYTES) {

@@ -13,7 +13,7 @@ decode(const char *json, imagen_datatype dt, uint64_t expected, void **out, size
     json_t *v = json_loads(json, JSON_ALLOW_NUL, &e);
     if (v == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "test JSON invalid: %s", e.text);
-    imagen_error *err = imagen__http_json_decode_tensor(v, dt, expected, MAX_BYTES, false, "IN", out, size);
+    imagen_error *err = imagen__http_json_decode_tensor(v, dt, expected, MAX_BYTES, "IN", out, size);
     json_decref(v);
     return err;
 }
@@ -157,9 +157,28 @@ test_error_body_is_valid_utf8(void)
     imagen_buf_free(&b);
 }
 
+static void
+test_big_unsigned_only_through_its_tag(void)
+{
+    void *p = NULL;
+    size_t n = 0;
+    /* 2^64-1 arrives as the tagged string the request parser writes. */
+    CHECK_OK(decode("[\"\\u0000u64:18446744073709551615\", 5]", IMAGEN_TYPE_UINT64, 2, &p, &n));
+    CHECK(p != NULL && ((uint64_t *)p)[0] == UINT64_MAX && ((uint64_t *)p)[1] == 5);
+    free(p);
+    p = NULL;
+    /* Signed and floating types refuse it; negative values stay refused. */
+    CHECK_ERR(decode("[\"\\u0000u64:18446744073709551615\"]", IMAGEN_TYPE_INT64, 1, &p, &n), IMAGEN_ERR_INVALID_ARG,
+              "integer");
+    CHECK_ERR(decode("[-1, \"\\u0000u64:18446744073709551615\"]", IMAGEN_TYPE_UINT64, 2, &p, &n),
+              IMAGEN_ERR_INVALID_ARG, "unsigned");
+    CHECK_ERR(decode("[\"u64:5\"]", IMAGEN_TYPE_UINT64, 1, &p, &n), IMAGEN_ERR_INVALID_ARG, "unsigned");
+}
+
 int
 main(void)
 {
+    RUN(test_big_unsigned_only_through_its_tag);
     RUN(test_nested_and_flat_int32_decode_alike);
     RUN(test_element_count_must_match_shape);
     RUN(test_depth_limit);

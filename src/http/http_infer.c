@@ -10,6 +10,7 @@
 #include "http/http_internal.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,8 +399,44 @@ rewrite_big_integers(const char *text, size_t len, size_t *out_len)
     return imagen_buf_detach(&b, out_len);
 }
 
+/* jansson spends some 60 bytes per JSON value, so a 64 MiB body of small
+ * numbers becomes gigabytes while it is parsed. Parsing therefore draws on
+ * one budget of values for the whole server, which one body of the maximum
+ * size fits: requests beyond it wait for none, they get 503 and may retry.
+ * The count per body is an upper bound: its commas plus one. */
+#define HTTP_JSON_VALUES_BUDGET_COUNT (UINT64_C(1) << 25)
+static atomic_uint_fast64_t json_values_in_parse;
+
+static uint64_t
+count_json_values(const char *text, size_t len)
+{
+    uint64_t n = 1;
+    for (const char *p = text, *end = text + len; (p = memchr(p, ',', (size_t)(end - p))) != NULL; p++)
+        n++;
+    return n;
+}
+
+static imagen_error *build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len,
+                                       size_t max_input);
+
 static imagen_error *
 build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len, size_t max_input)
+{
+    uint64_t values = count_json_values(body, json_len);
+    uint64_t before = atomic_fetch_add(&json_values_in_parse, values);
+    imagen_error *err;
+    if (before != 0 && before + values > HTTP_JSON_VALUES_BUDGET_COUNT)
+        err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE,
+                               "too much JSON tensor data is being parsed right now; retry, or send large tensors "
+                               "with the binary tensor data extension");
+    else
+        err = build_json_parsed(inf, body, body_len, json_len, max_input);
+    atomic_fetch_sub(&json_values_in_parse, values);
+    return err;
+}
+
+static imagen_error *
+build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len, size_t max_input)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body, json_len, JSON_ALLOW_NUL, &jerr);

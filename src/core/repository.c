@@ -975,7 +975,7 @@ imagen__repository_shutdown(imagen_repository *repo)
     pthread_mutex_lock(&repo->lock);
     size_t n = repo->n_entries;
     model_entry **all = malloc((n ? n : 1) * sizeof(*all));
-    if (all)
+    if (all && n)
         memcpy(all, repo->entries, n * sizeof(*all));
     pthread_mutex_unlock(&repo->lock);
     for (size_t i = 0; all && i < n; i++) {

@@ -5,6 +5,7 @@
 #include "common/log.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,8 +15,10 @@
 
 #include "common/buf.h"
 
-static bool level_enabled[4] = {true, true, true, false};
-static imagen_log_format log_format = IMAGEN_LOG_FORMAT_DEFAULT;
+/* Changed at run time through POST /v2/logging while other threads log:
+ * relaxed atomics, a setting change needs no ordering with log lines. */
+static atomic_bool level_enabled[4] = {true, true, true, false};
+static _Atomic imagen_log_format log_format = IMAGEN_LOG_FORMAT_DEFAULT;
 static int log_fd = 2;
 
 void

@@ -11,6 +11,7 @@
 
 #include <inttypes.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -460,8 +461,9 @@ repository_unload(imagen_server *srv, const char *name, const char *body, size_t
  * Logging settings (spec §1.15)
  * ==================================================================== */
 
-static int logging_verbose_level; /* last level set through this API */
-static const char *logging_format = "default";
+/* Last values set through this API; any pool thread may write them. */
+static atomic_int logging_verbose_level;
+static _Atomic(const char *) logging_format = "default";
 
 static imagen_error *
 logging(bool post, const char *body, size_t len, imagen__http_reply *reply)

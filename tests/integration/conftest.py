@@ -10,6 +10,7 @@ Environment:
 import http.client
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -90,6 +91,21 @@ output [ {{ name: "OUTPUT0" data_type: {dtype} dims: {dims} }} ]
 parameters {{ key: "operation" value: {{ string_value: "identity" }} }}
 {extra}
 """
+
+
+def metric_value(text, name, labels):
+    """Value of sample `name{labels}` in Prometheus text; labels is a dict that
+    must match exactly. None when there is no such sample."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        if got == labels:
+            return float(m.group(4))
+    return None
 
 
 class Response:

@@ -2,11 +2,10 @@
 tensor framing (spec §1.10) and raw-socket HTTP for keep-alive/pipelining."""
 import http.client
 import json
-import re
 import socket
 import struct
 
-from conftest import SLOW, Response, identity_config
+from conftest import SLOW, Response, identity_config, metric_value  # noqa: F401 (re-exported)
 
 
 def add_sub_config(name="add_sub", dtype="TYPE_INT32", dims="[ 4 ]", max_batch_size=8, extra=""):
@@ -138,20 +137,6 @@ def read_responses(sock, count, timeout=10.0):
         out.append(Response(status, headers, buf[:length]))
         buf = buf[length:]
     return out
-
-
-def metric_value(text, name, labels):
-    """Value of sample `name{labels}`; labels is a dict that must match exactly."""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if got == labels:
-            return float(m.group(4))
-    return None
 
 
 def connection(server, timeout=30.0):

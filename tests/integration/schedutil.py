@@ -2,12 +2,11 @@
 imageops model configs, concurrent inference clients that record when and in
 which order they finished, statistics and metrics readers, and polling."""
 import json
-import re
 import socket
 import threading
 import time
 
-from conftest import SLOW, write_model  # noqa: F401  (re-exported for the tests)
+from conftest import SLOW, metric_value, write_model  # noqa: F401  (re-exported for the tests)
 
 
 # ---------------------------------------------------------------------------
@@ -149,20 +148,6 @@ def batch_sizes(server, model, version=None):
     """{executed batch size: number of executions} from /stats batch_stats."""
     st = model_stats(server, model, version)
     return {b["batch_size"]: b["compute_infer"]["count"] for b in st["batch_stats"]}
-
-
-def metric_value(text, name, labels):
-    """Value of sample `name{labels}` (labels must match exactly) or None."""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if got == labels:
-            return float(m.group(4))
-    return None
 
 
 def model_metric(server, name, model, version="1", **labels):

@@ -451,10 +451,13 @@ select_versions(const imagen_model_config *mc, const int64_t *avail, size_t n, i
     return k;
 }
 
-/* Reads, completes and validates the config of a model directory. */
+/* Reads, completes and validates the config of a model directory. On
+ * success *msg_out and *config_out (the built config, e.g. for picking
+ * versions) are owned by the caller. */
 static imagen_error *
 prepare_config(imagen_repository *repo, const char *name, const char *dir, const char *override_json,
-               imagen_config_msg **msg_out, const imagen_backend **backend_out, int64_t **versions, size_t *n_versions)
+               imagen_config_msg **msg_out, imagen_model_config **config_out, const imagen_backend **backend_out,
+               int64_t **versions, size_t *n_versions)
 {
     imagen_server *srv = repo->srv;
     const imagen_server_options *o = imagen__server_options(srv);
@@ -500,10 +503,10 @@ prepare_config(imagen_repository *repo, const char *name, const char *dir, const
             err = imagen_model_config_build(msg, &mc);
         }
     }
-    imagen_model_config_free(mc);
     free(first);
     free(first_path);
     if (err) {
+        imagen_model_config_free(mc);
         imagen_config_msg_free(msg);
         free(*versions);
         *versions = NULL;
@@ -511,6 +514,7 @@ prepare_config(imagen_repository *repo, const char *name, const char *dir, const
         return err;
     }
     *msg_out = msg;
+    *config_out = mc;
     *backend_out = backend;
     return NULL;
 }
@@ -545,9 +549,7 @@ load_entry(imagen_repository *repo, model_entry *e, const char *override_json)
     size_t n_avail = 0, n_chosen = 0;
     imagen_model_config *probe = NULL;
     if (!err)
-        err = prepare_config(repo, e->name, dir, override_json, &msg, &backend, &avail, &n_avail);
-    if (!err)
-        err = imagen_model_config_build(msg, &probe);
+        err = prepare_config(repo, e->name, dir, override_json, &msg, &probe, &backend, &avail, &n_avail);
     if (!err) {
         chosen = calloc(n_avail ? n_avail : 1, sizeof(int64_t));
         if (chosen == NULL)

@@ -30,15 +30,20 @@ SLOW = 20.0 if WRAPPER else 1.0
 def pytest_configure(config):
     config.addinivalue_line("markers", "timing: compares durations against fixed bounds; skipped under a "
                             "wrapper such as valgrind, which slows the server by a factor the test cannot know")
+    config.addinivalue_line("markers", "heavy: processes whole photos (image quality); skipped under valgrind, "
+                            "where one photo takes minutes (the ASan run still covers it)")
 
 
 def pytest_collection_modifyitems(config, items):
     if not WRAPPER:
         return
     skip = pytest.mark.skip(reason="timing bounds do not hold under " + WRAPPER[0])
+    skip_heavy = pytest.mark.skip(reason="whole-photo processing is too slow under " + WRAPPER[0])
     for item in items:
         if "timing" in item.keywords:
             item.add_marker(skip)
+        elif "heavy" in item.keywords:
+            item.add_marker(skip_heavy)
 
 
 def free_ports(count):

@@ -19,11 +19,12 @@
 
 #define COMPONENT "imageops"
 
-/* The operation table; the image operations are appended here as they come. */
+/* The operation table: three small operations the tests and benchmarks use,
+ * then the five image operations of the bundled repository. */
 static const imagen__imageops_op *const ops[] = {
-    &imagen__imageops_identity_op,
-    &imagen__imageops_add_sub_op,
-    &imagen__imageops_timed_op,
+    &imagen__imageops_identity_op,    &imagen__imageops_add_sub_op,    &imagen__imageops_timed_op,
+    &imagen__imageops_upscale_op,     &imagen__imageops_enhance_op,    &imagen__imageops_background_remove_op,
+    &imagen__imageops_style_comic_op, &imagen__imageops_style_aged_op,
 };
 
 #define OP_COUNT (sizeof(ops) / sizeof(ops[0]))
@@ -130,11 +131,33 @@ imageops_model_fini(void *model_state)
     free(m);
 }
 
+/* Each instance owns a thread pool of the threads the core grants it
+ * (--cpu-threads divided among the model's instances), so one image uses
+ * every core of its instance and instances do not oversubscribe. */
+static imagen_error *
+imageops_instance_init(imagen_backend_model *model, void *model_state, const imagen_backend_instance_info *info,
+                       void **instance_state)
+{
+    imagen__pool *pool = NULL;
+    size_t threads = info->cpu_threads > 0 ? (size_t)info->cpu_threads : 1;
+    imagen_error *err = imagen__pool_create(threads, &pool);
+    if (err != NULL)
+        return err;
+    *instance_state = pool;
+    return NULL;
+}
+
+static void
+imageops_instance_fini(void *instance_state)
+{
+    imagen__pool_destroy(instance_state);
+}
+
 static void
 imageops_execute(void *model_state, void *instance_state, imagen_request **requests, size_t n)
 {
     const imageops_model *m = model_state;
-    m->op->execute(m->op_state, requests, n);
+    m->op->execute(m->op_state, instance_state, requests, n);
 }
 
 /* The backend's vtable; listed in src/backends/registry.c. */
@@ -144,8 +167,8 @@ const imagen_backend imagen_imageops_backend = {
     .model_auto_complete = imageops_auto_complete,
     .model_init = imageops_model_init,
     .model_fini = imageops_model_fini,
-    .instance_init = NULL,
-    .instance_fini = NULL,
+    .instance_init = imageops_instance_init,
+    .instance_fini = imageops_instance_fini,
     .execute = imageops_execute,
 };
 

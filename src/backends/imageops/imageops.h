@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backends/imageops/pool.h"
 #include "imagen/backend.h"
 
 /* One row of the operation table (imageops.c). */
@@ -25,14 +26,21 @@ typedef struct imagen__imageops_op {
     /* Frees the state; accepts NULL. */
     void (*fini)(void *state);
     /* Executes a batch: fills or fails every request. Instance threads,
-     * concurrently; `state` is read-only here. */
-    void (*execute)(void *state, imagen_request **requests, size_t n);
+     * concurrently; `state` is read-only here. `pool` is the calling
+     * instance's thread pool (see pool.h), never NULL. */
+    void (*execute)(void *state, imagen__pool *pool, imagen_request **requests, size_t n);
 } imagen__imageops_op;
 
 /* Operation rows, defined in op_<name>.c. */
 extern const imagen__imageops_op imagen__imageops_identity_op;
 extern const imagen__imageops_op imagen__imageops_add_sub_op;
 extern const imagen__imageops_op imagen__imageops_timed_op;
+/* The five image operations (op_<name>.c, built on image_op.h). */
+extern const imagen__imageops_op imagen__imageops_upscale_op;
+extern const imagen__imageops_op imagen__imageops_enhance_op;
+extern const imagen__imageops_op imagen__imageops_background_remove_op;
+extern const imagen__imageops_op imagen__imageops_style_comic_op;
+extern const imagen__imageops_op imagen__imageops_style_aged_op;
 
 /* ---- helpers (imageops.c) ---- */
 

@@ -156,7 +156,7 @@ add_sub_one(const add_sub_state *s, imagen_request *req)
 }
 
 static void
-add_sub_execute(void *state, imagen_request **requests, size_t n)
+add_sub_execute(void *state, imagen__pool *pool, imagen_request **requests, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         add_sub_one(state, requests[i]);

@@ -32,7 +32,7 @@ identity_fini(void *state)
 }
 
 static void
-identity_execute(void *state, imagen_request **requests, size_t n)
+identity_execute(void *state, imagen__pool *pool, imagen_request **requests, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         imagen__imageops_pairs_copy(state, requests[i]);

@@ -71,7 +71,7 @@ sleep_us(uint64_t us)
 }
 
 static void
-timed_execute(void *state, imagen_request **requests, size_t n)
+timed_execute(void *state, imagen__pool *pool, imagen_request **requests, size_t n)
 {
     const timed_state *t = state;
     uint64_t items = 0;

@@ -109,10 +109,11 @@ imagen__pool_create(size_t threads, imagen__pool **out)
     }
     for (size_t i = 0; i + 1 < threads; i++) {
         helper_arg *a = malloc(sizeof(*a));
-        int rc = a ? pthread_create(&pool->helpers[i], NULL, helper_main, a) : -1;
+        int rc = -1;
         if (a != NULL) {
             a->pool = pool;
             a->worker = i + 1;
+            rc = pthread_create(&pool->helpers[i], NULL, helper_main, a);
         }
         if (rc != 0) {
             free(a);

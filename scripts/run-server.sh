@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Starts build/imagen-server on the bundled models/ repository on the
-# standard ports (HTTP 8000, metrics 8002), shows a few requests and their
-# answers, then keeps serving until Ctrl-C (or for RUN_SECONDS seconds when
+# standard ports (HTTP 8000, metrics 8002), shows the repository index, then
+# pushes the sample photos through the five image models
+# (scripts/run-photos.py: PNG results and contact sheets in out/, a table of
+# timings), then keeps serving until Ctrl-C (or for RUN_SECONDS seconds when
 # that is set). Used by `make run`.
 #
 #   IMAGEN_SERVER_BIN  server binary (default build/imagen-server)
 #   RUN_SECONDS        stop after this many seconds instead of waiting for Ctrl-C
 #   HTTP_PORT, METRICS_PORT   ports (default 8000, 8002)
+#   OUT_DIR            where the photo job writes (default out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,15 +68,10 @@ echo
 
 show curl -s "$base/v2"
 show curl -s -X POST "$base/v2/repository/index"
-show curl -s -X POST "$base/v2/models/add_sub/infer" -H 'Content-Type: application/json' -d '{
-  "inputs": [
-    {"name": "INPUT0", "datatype": "FP32", "shape": [1, 16], "data": [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]},
-    {"name": "INPUT1", "datatype": "FP32", "shape": [1, 16], "data": [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}
-  ]}'
-show curl -s -X POST "$base/v2/models/identity_int32/infer" -d \
-    '{"inputs":[{"name":"INPUT0","datatype":"INT32","shape":[1,4],"data":[1,2,3,4]}]}'
-printf '\n$ curl -s localhost:%s/metrics | grep -E "^nv_inference_(request_success|count|exec_count)"\n' "$metrics_port"
-curl -s "localhost:$metrics_port/metrics" | grep -E '^nv_inference_(request_success|count|exec_count)' || true
+printf '\n$ /usr/bin/python3 scripts/run-photos.py %s %s\n' "$base" "${OUT_DIR:-out}"
+/usr/bin/python3 scripts/run-photos.py "$base" "${OUT_DIR:-out}" || echo "(photo job exit status $?)"
+printf '\n$ curl -s localhost:%s/metrics | grep -E "^nv_inference_(request_success|exec_count)"\n' "$metrics_port"
+curl -s "localhost:$metrics_port/metrics" | grep -E '^nv_inference_(request_success|exec_count)' || true
 
 echo
 if [ -n "${RUN_SECONDS:-}" ]; then

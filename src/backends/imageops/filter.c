@@ -188,33 +188,83 @@ typedef struct box_job {
     const float *src;
     float *dst;
     size_t width, height, radius;
-    float *scratch; /* per worker: max(width, height * COLUMN_BLOCK) floats */
+    float *scratch; /* per worker: max(4 * width, height * COLUMN_BLOCK) floats */
     size_t scratch_len;
 } box_job;
 
-/* dst row = clipped-window mean of src row; the row is copied first so
- * src and dst may be the same plane. */
+/* Window sum bookkeeping for x in [0, w): the window is [x - r, x + r]
+ * clipped to the row. The interior (both ends inside) moves by one add of
+ * a difference; the clipped ends divide by their own counts. */
+static inline void
+box_row_edges(const float *row, float *out, size_t w, size_t r, size_t from, size_t to)
+{
+    for (size_t x = from; x < to; x++) {
+        size_t lo = x > r ? x - r : 0, hi = x + r < w ? x + r : w - 1;
+        double sum = 0.0;
+        for (size_t k = lo; k <= hi; k++)
+            sum += row[k];
+        out[x] = (float)(sum / (double)(hi - lo + 1));
+    }
+}
+
+/* dst row = clipped-window mean of src row. Rows go four at a time so the
+ * four running sums form independent dependency chains (one add each per
+ * pixel) that the CPU overlaps. Rows are copied first so src and dst may
+ * be the same plane. */
 static void
 box_rows(void *ctx, size_t begin, size_t end, size_t worker)
 {
     const box_job *j = ctx;
-    float *row = j->scratch + worker * j->scratch_len;
     const size_t w = j->width, r = j->radius;
-    for (size_t y = begin; y < end; y++) {
-        memcpy(row, j->src + y * w, w * sizeof(float));
-        float *out = j->dst + y * w;
-        double sum = 0.0;
-        size_t hi = r < w ? r : w - 1; /* window [lo, hi] of x = 0 */
-        for (size_t x = 0; x <= hi; x++)
-            sum += row[x];
-        for (size_t x = 0; x < w; x++) {
-            size_t lo = x > r ? x - r : 0;
-            out[x] = (float)(sum / (double)(hi - lo + 1));
-            /* slide to x + 1 */
-            if (hi + 1 < w)
-                sum += row[++hi];
-            if (x >= r)
-                sum -= row[x - r];
+    float *rows = j->scratch + worker * j->scratch_len; /* 4 * w floats */
+    if (2 * r + 1 > w) {                                /* every window clipped */
+        for (size_t y = begin; y < end; y++) {
+            memcpy(rows, j->src + y * w, w * sizeof(float));
+            box_row_edges(rows, j->dst + y * w, w, r, 0, w);
+        }
+        return;
+    }
+    const double inv = 1.0 / (double)(2 * r + 1);
+    for (size_t y = begin; y < end; y += 4) {
+        size_t n = end - y < 4 ? end - y : 4;
+        const float *in[4];
+        float *out[4];
+        double sum[4] = {0, 0, 0, 0};
+        for (size_t i = 0; i < 4; i++) {
+            size_t row = y + (i < n ? i : 0);
+            memcpy(rows + i * w, j->src + row * w, w * sizeof(float));
+            in[i] = rows + i * w;
+            out[i] = i < n ? j->dst + row * w : rows + i * w; /* extra lanes write scratch */
+        }
+        for (size_t i = 0; i < 4; i++) {
+            for (size_t k = 0; k <= 2 * r; k++)
+                sum[i] += in[i][k];
+        }
+        /* interior x in [r, w - r): window [x - r, x + r] */
+        for (size_t x = r;; x++) {
+            for (size_t i = 0; i < 4; i++)
+                out[i][x] = (float)(sum[i] * inv);
+            if (x + r + 1 >= w)
+                break;
+            for (size_t i = 0; i < 4; i++)
+                sum[i] += (double)in[i][x + r + 1] - (double)in[i][x - r];
+        }
+        for (size_t i = 0; i < n; i++) {
+            /* clipped ends, each with its own running sum: left windows
+             * [0, x + r], right windows [x - r, w - 1] */
+            double left = 0.0, right = 0.0;
+            for (size_t k = 0; k < r; k++) {
+                left += in[i][k];
+                right += in[i][w - 2 * r + k] + (double)in[i][w - r + k];
+            }
+            for (size_t x = 0; x < r; x++) {
+                left += in[i][x + r];
+                out[i][x] = (float)(left / (double)(x + r + 1));
+            }
+            for (size_t x = w - r; x < w; x++) {
+                out[i][x] = (float)(right / (double)(w - x + r));
+                right -= in[i][x - r];
+            }
         }
     }
 }
@@ -260,7 +310,7 @@ imagen_error *
 imagen__box_mean(imagen__pool *pool, const float *src, float *dst, size_t width, size_t height, size_t radius)
 {
     size_t threads = imagen__pool_threads(pool);
-    size_t len = height * COLUMN_BLOCK > width ? height * COLUMN_BLOCK : width;
+    size_t len = height * COLUMN_BLOCK > 4 * width ? height * COLUMN_BLOCK : 4 * width;
     box_job j = {.src = src, .dst = dst, .width = width, .height = height, .radius = radius, .scratch_len = len};
     j.scratch = malloc(threads * len * sizeof(float));
     if (j.scratch == NULL)

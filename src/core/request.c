@@ -317,6 +317,9 @@ add_input(imagen_request *req, const char *name, imagen_datatype datatype, const
         req_input *p = realloc(req->inputs, cap * sizeof(*p));
         if (p == NULL)
             return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+        /* each tensor's shape points into its own entry: re-point them */
+        for (size_t k = 0; k < req->n_inputs; k++)
+            p[k].tensor.shape = p[k].shape;
         req->inputs = p;
         req->cap_inputs = cap;
     }

@@ -310,7 +310,8 @@ imagen_error *
 imagen__box_mean(imagen__pool *pool, const float *src, float *dst, size_t width, size_t height, size_t radius)
 {
     size_t threads = imagen__pool_threads(pool);
-    size_t len = height * COLUMN_BLOCK > 4 * width ? height * COLUMN_BLOCK : 4 * width;
+    size_t block = width < COLUMN_BLOCK ? width : COLUMN_BLOCK; /* narrow planes need less */
+    size_t len = height * block > 4 * width ? height * block : 4 * width;
     box_job j = {.src = src, .dst = dst, .width = width, .height = height, .radius = radius, .scratch_len = len};
     j.scratch = malloc(threads * len * sizeof(float));
     if (j.scratch == NULL)
@@ -425,7 +426,8 @@ imagen__gaussian_blur(imagen__pool *pool, const float *src, float *dst, size_t w
     for (size_t k = 0; k <= 2 * r; k++)
         kernel[k] /= total;
     size_t threads = imagen__pool_threads(pool);
-    size_t len = height * COLUMN_BLOCK > width + 2 * r ? height * COLUMN_BLOCK : width + 2 * r;
+    size_t block = width < COLUMN_BLOCK ? width : COLUMN_BLOCK; /* narrow planes need less */
+    size_t len = height * block > width + 2 * r ? height * block : width + 2 * r;
     conv_job j = {
         .src = src, .dst = dst, .width = width, .height = height, .radius = r, .kernel = kernel, .scratch_len = len};
     j.scratch = malloc(threads * len * sizeof(float));

@@ -80,25 +80,33 @@ def photo(name):
     return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
 
 
-def contact_sheet(pairs, title, path, cell=256):
-    """Rows of (input, output) thumbnails; RGBA outputs over a checkerboard."""
-    sheet = Image.new("RGB", (2 * cell + 30, len(pairs) * (cell + 10) + 30), "white")
+def thumbnail(img, cell):
+    """An RGB thumbnail no larger than cell x cell; RGBA over a checkerboard."""
+    im = Image.fromarray(img)
+    im.thumbnail((cell, cell), Image.LANCZOS)
+    if im.mode != "RGBA":
+        return im.convert("RGB")
+    board = Image.new("RGB", im.size, "white")
+    d = ImageDraw.Draw(board)
+    for by in range(0, im.size[1], 16):
+        for bx in range(0, im.size[0], 16):
+            if (bx // 16 + by // 16) % 2:
+                d.rectangle([bx, by, bx + 15, by + 15], fill=(200, 200, 200))
+    board.paste(im, mask=im.split()[3])
+    return board
+
+
+def contact_sheet(pairs, title, path, cell=320):
+    """One row per photo: input | output, thumbnails at most cell pixels."""
+    rows = [(thumbnail(b, cell), thumbnail(a, cell)) for b, a in pairs]
+    heights = [max(x.size[1], y.size[1]) for x, y in rows]
+    sheet = Image.new("RGB", (2 * cell + 30, sum(heights) + 10 * len(rows) + 30), "white")
     ImageDraw.Draw(sheet).text((10, 8), f"{title}: before | after", fill="black")
-    for i, (before, after) in enumerate(pairs):
-        y = 30 + i * (cell + 10)
-        for j, img in enumerate((before, after)):
-            im = Image.fromarray(img)
-            im.thumbnail((cell, cell), Image.LANCZOS)
-            if im.mode == "RGBA":
-                board = Image.new("RGB", im.size, "white")
-                d = ImageDraw.Draw(board)
-                for by in range(0, im.size[1], 16):
-                    for bx in range(0, im.size[0], 16):
-                        if (bx // 16 + by // 16) % 2:
-                            d.rectangle([bx, by, bx + 15, by + 15], fill=(200, 200, 200))
-                board.paste(im, mask=im.split()[3])
-                im = board
-            sheet.paste(im, (10 + j * (cell + 10), y))
+    y = 30
+    for (before, after), h in zip(rows, heights):
+        sheet.paste(before, (10, y))
+        sheet.paste(after, (20 + cell, y))
+        y += h + 10
     sheet.save(path)
 
 

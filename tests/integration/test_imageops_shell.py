@@ -133,6 +133,14 @@ def test_size_limits_come_from_the_config(repo, server_factory):
     assert infer_image(s, "upscale", np.zeros((32, 32, 3), np.uint8))["IMAGE"].shape == (64, 64, 3)
 
 
+def test_megapixel_limit_comes_from_the_config(repo, server_factory):
+    write_model(repo, "style_aged", bundled_config("style_aged", max_megapixels=1))
+    s = server_factory(repo)
+    assert_400(infer_raw(s, "style_aged", np.zeros((1000, 1001, 3), np.uint8)), "'IMAGE'", "1001x1000",
+               "1 megapixels", "max_megapixels")
+    assert infer_image(s, "style_aged", np.zeros((1000, 1000, 3), np.uint8))["IMAGE"].shape == (1000, 1000, 3)
+
+
 def test_default_limit_is_16384_per_side(bundled_server):
     # a 16385 x 2 image is small in bytes but over the default side limit
     assert_400(infer_raw(bundled_server, "enhance", np.zeros((2, 16385, 3), np.uint8)), "16385x2", "16384")

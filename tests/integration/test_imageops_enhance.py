@@ -176,7 +176,7 @@ def test_neutral_greys_stay_neutral(bundled_server):
 @pytest.mark.heavy
 def test_second_application_changes_much_less_than_the_first(bundled_server):
     # Every stage moves the image toward a target it then meets, so the
-    # second pass finds little left to do: measured 0.04 to 0.26 of the
+    # second pass finds little left to do: measured 0.04 to 0.27 of the
     # first pass's change on these photos; 0.35 leaves room for rounding.
     for name, img in photos().items():
         once = enhance(bundled_server, img)
@@ -223,3 +223,28 @@ def test_soft_photo_gets_sharper(bundled_server):
     soft = smooth(photo("chelsea"), 1.2)
     out = enhance(bundled_server, soft)
     assert laplacian_variance(luma(out)) >= 1.5 * laplacian_variance(luma(soft))
+
+
+@pytest.mark.heavy
+def test_flat_dark_sky_is_not_made_noisy(bundled_server):
+    # The dusk sky of `rocket` is smooth but carries faint JPEG blocking and
+    # noise; stretching its few levels of tones apart made it blotchy. On
+    # the sky pixels of the top-left 320x200 (where the input is locally
+    # smooth, away from the tower), the fine-scale luma variation (luma
+    # minus its 5x5 box mean) grew 5.3x before tones narrower than a few
+    # levels were kept from being spread; measured 1.30x now. Over the whole
+    # crop the tower's edges dominate (1.26x before, 1.05x now). The crop's
+    # mean RGB goes from (38, 53, 84) to (37, 54, 71): blue, B/R 1.9.
+    img = photo("rocket")
+    out = enhance(bundled_server, img)
+    y_in, y_out = luma(img[:200, :320]), luma(out[:200, :320])
+    mean = ndimage.uniform_filter(y_in, 9)
+    sd = np.sqrt(np.maximum(ndimage.uniform_filter(y_in * y_in, 9) - mean * mean, 0.0))
+    sky = sd < 3.0
+    assert sky.mean() > 0.5
+    fine_in = (y_in - ndimage.uniform_filter(y_in, 5))[sky].std()
+    fine_out = (y_out - ndimage.uniform_filter(y_out, 5))[sky].std()
+    assert fine_out <= 1.5 * fine_in, (fine_in, fine_out)
+    # The sky stays blue.
+    m = out[:200, :320].reshape(-1, 3).mean(axis=0)
+    assert m[2] > 1.5 * m[0], m

@@ -8,7 +8,7 @@
  *
  * Every stage measures the image and moves it to a target it then meets,
  * so a second application finds little left to do: on the four skimage
- * photos it changes the image 4 to 26 % as much as the first did.
+ * photos it changes the image 4 to 27 % as much as the first did.
  *
  *   1. White balance: the grey-edge estimate (neighbouring-pixel differences
  *      are assumed to have equal mean size in R, G and B), skipping pixel
@@ -29,8 +29,11 @@
  *      and stretches only tones denser than twice the tile's mean density,
  *      by at most 3x, compressing the sparse tones to pay for it: CLAHE's
  *      clip limit without its range expansion, so a tile already below the
- *      limit maps to itself. Three passes, each on the previous result,
- *      absorb what the interpolation between nodes leaves undone.
+ *      limit maps to itself. Tones in a narrow band (std of the tile's
+ *      tones within 32 levels around them below 7 levels, full 3x from 9)
+ *      are not spread apart: in a flat area their spread is mostly noise
+ *      and compression artefacts. Three passes, each on the previous
+ *      result, absorb what the interpolation between nodes leaves undone.
  *   5. Sharpening: one unsharp-mask amount (Gaussian sigma 1, at most 1.5)
  *      for the whole image, solved so that the energy of the finest
  *      Laplacian reaches 0.36 of the next octave's. Sharp images get none,
@@ -42,13 +45,17 @@
  *      can reach 255 only where the input pixel was already clipped.
  *
  * Where it fails: grey-edge reads a scene dominated by one colour at dusk
- * or under coloured light as a cast (the blue-hour sky of `rocket` is
- * warmed by about 15 %); equalisation amplifies what noise remains in large
- * flat areas up to 3x (dark skies; black objects in noisy photos), so at
- * low noise levels (sigma around 5) a textured photo can come out slightly
- * noisier than its enhanced clean version; noise below the 2-level floor is
- * left alone; contrast works on luma, so saturated colours keep their
- * chroma while their luma changes.
+ * or under coloured light as a cast (the blue-hour sky of `rocket` loses
+ * about 15 % of its blue: it stays blue, a little greyer); flat areas are
+ * kept from being spread apart only while their tones stay within a few
+ * levels, so noise on wider tonal ranges (a textured area, a sky gradient
+ * spanning tens of levels in one tile, strong noise the denoiser left) is
+ * still stretched up to 3x, and at low noise levels (sigma around 5) a
+ * textured photo can come out slightly noisier than its enhanced clean
+ * version; the width threshold is in levels, so a tone band at its edge
+ * (7 to 9 levels of std) is spread a little more by each application;
+ * noise below the 2-level floor is left alone; contrast works on luma, so
+ * saturated colours keep their chroma while their luma changes.
  *
  * Memory for one image of P pixels: two float planes (luma, its blur),
  * 8 B/px, plus guided-filter strips of about P/8 and a few hundred KiB of
@@ -87,6 +94,9 @@
 #define WEIGHT_ONE 64                   /* tent weights are quantised to 1/64 in the histograms */
 #define DENSITY_CAP 2.0                 /* tones denser than this x the tile mean get stretched */
 #define MAX_SLOPE 3.0                   /* ... by at most this much */
+#define WIDTH_RADIUS 32                 /* a tone's width: std of the tile's tones within this many bins */
+#define WIDTH_NARROW 7.0                /* tones narrower than this (std, levels) are not spread apart ... */
+#define WIDTH_FULL 9.0                  /* ... wider than this may be, by up to the max slope */
 #define TILE_TAIL 0.005                 /* a tile's range excludes this fraction at each end */
 #define CONTRAST_PASSES 3               /* equalisation passes, each on the previous result */
 #define COUNT_ALL_BELOW 64              /* tiles narrower than 2x this count every pixel, others one in four */
@@ -577,12 +587,17 @@ typedef struct lut_job {
 } lut_job;
 
 /* One node's LUT from its weighted histogram. Within the tile's range
- * [lo, hi] each bin gets slope s = max(kappa, min(h / (cap * mean), max
- * slope)), kappa <= 1 chosen so the slopes add up to the range again:
- * dense tones are stretched, sparse ones compressed, the ends stay. Bins 0
- * and BINS - 1 (clipped black and white, which no LUT can spread) are left
- * out. A tile whose histogram is already below the cap gets kappa = 1, the
- * identity: that is what makes a second application do little. */
+ * [lo, hi] each bin gets slope s = max(kappa, min(h / (cap * mean), c)),
+ * kappa <= 1 chosen so the slopes add up to the range again: dense tones
+ * are stretched, sparse ones compressed, the ends stay. The slope limit c
+ * rises smoothly from 1 to the max slope as the tones' width around the bin
+ * (the std of the tile's tones within WIDTH_RADIUS bins) goes from
+ * WIDTH_NARROW to WIDTH_FULL levels: a band only a few levels wide (a flat
+ * sky, its gradient, its JPEG blocking and noise) is moved but not spread
+ * apart. Bins 0 and BINS - 1 (clipped black and white, which no LUT can
+ * spread) are left out. A tile whose histogram is already below the cap
+ * gets kappa = 1, the identity, and so does one whose dense tones are all
+ * narrow: that is what makes a second application do little. */
 static void
 node_lut(const double *hist_in, const enhance_params *prm, float *lut)
 {
@@ -620,9 +635,28 @@ node_lut(const double *hist_in, const enhance_params *prm, float *lut)
     for (int b = lo; b <= hi; b++)
         mass += h[b];
     double unit = prm->density_cap * mass / n;
+    /* Tonal width around each bin: the standard deviation of the tones
+     * within WIDTH_RADIUS bins, from prefix sums of h, b h and b^2 h. */
+    double c0[BINS + 1], c1[BINS + 1], c2[BINS + 1];
+    c0[0] = c1[0] = c2[0] = 0.0;
+    for (int b = 0; b < BINS; b++) {
+        c0[b + 1] = c0[b] + h[b];
+        c1[b + 1] = c1[b] + h[b] * b;
+        c2[b + 1] = c2[b] + h[b] * b * b;
+    }
     for (int b = lo; b <= hi; b++) {
         double v = h[b] / unit;
-        g[b] = v < prm->max_slope ? v : prm->max_slope;
+        int a = b - WIDTH_RADIUS < 0 ? 0 : b - WIDTH_RADIUS,
+            e = b + WIDTH_RADIUS + 1 > BINS ? BINS : b + WIDTH_RADIUS + 1;
+        double m0 = c0[e] - c0[a], var = 0.0;
+        if (m0 > 0.0) {
+            double m1 = (c1[e] - c1[a]) / m0;
+            var = (c2[e] - c2[a]) / m0 - m1 * m1;
+        }
+        double t = ((var > 0.0 ? sqrt(var) : 0.0) - WIDTH_NARROW) / (WIDTH_FULL - WIDTH_NARROW);
+        t = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
+        double cap = 1.0 + (prm->max_slope - 1.0) * t * t * (3.0 - 2.0 * t);
+        g[b] = v < cap ? v : cap;
     }
     /* sum(max(kappa, g)) is increasing in kappa, below n at 0 (the g sum
      * to n / cap) and at least n at 1. */

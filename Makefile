@@ -19,7 +19,7 @@ help:
 	@echo "targets:"
 	@echo "  deps              install missing Debian packages (scripts/install-deps.sh build test)"
 	@echo "  build             configure and build into $(BUILD_DIR)/ (warnings are errors)"
-	@echo "  run               build, start imagen-server on models/ (:8000 HTTP, :8002 metrics),"
+	@echo "  run               build, start imagen-server on models/ (:8000 HTTP, :8001 gRPC, :8002 metrics),"
 	@echo "                    show a few requests, serve until Ctrl-C (RUN_SECONDS=N to stop after N s)"
 	@echo "  test              deps + build + unit and integration tests"
 	@echo "  test-unit         unit tests (ctest)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts build/imagen-server on the bundled models/ repository on the
-# standard ports (HTTP 8000, metrics 8002), shows the repository index, then
+# standard ports (HTTP 8000, gRPC 8001, metrics 8002), shows the repository index, then
 # pushes the sample photos through the five image models
 # (scripts/run-photos.py: PNG results and contact sheets in out/, a table of
 # timings), then keeps serving until Ctrl-C (or for RUN_SECONDS seconds when
@@ -8,13 +8,14 @@
 #
 #   IMAGEN_SERVER_BIN  server binary (default build/imagen-server)
 #   RUN_SECONDS        stop after this many seconds instead of waiting for Ctrl-C
-#   HTTP_PORT, METRICS_PORT   ports (default 8000, 8002)
+#   HTTP_PORT, GRPC_PORT, METRICS_PORT   ports (default 8000, 8001, 8002)
 #   OUT_DIR            where the photo job writes (default out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=${IMAGEN_SERVER_BIN:-build/imagen-server}
 http_port=${HTTP_PORT:-8000}
+grpc_port=${GRPC_PORT:-8001}
 metrics_port=${METRICS_PORT:-8002}
 base="http://localhost:$http_port"
 
@@ -34,7 +35,7 @@ show() {
     echo
 }
 
-cmd=("$bin" --model-repository=models --http-port="$http_port" --metrics-port="$metrics_port" --allow-grpc=false)
+cmd=("$bin" --model-repository=models --http-port="$http_port" --grpc-port="$grpc_port" --metrics-port="$metrics_port")
 echo "+ ${cmd[*]} &"
 # Its own session: Ctrl-C reaches only this script, which forwards exactly
 # one SIGTERM (a second signal would make the server skip the drain).

@@ -108,9 +108,9 @@ static const flag_row flag_table[] = {
     {"reuse-http-port", NULL, FLAG_BOOL, OPT(reuse_http_port), "false", 0, 0, NULL, NULL, 0,
      "Bind the HTTP port with SO_REUSEPORT so several servers can share it."},
 
-    {.name = "gRPC endpoint (accepted; not served by this release)", .type = FLAG_SECTION},
+    {.name = "gRPC endpoint", .type = FLAG_SECTION},
     {"allow-grpc", NULL, FLAG_BOOL, OPT(allow_grpc), "true", 0, 0, NULL, NULL, 0,
-     "Serve GRPCInferenceService (a later release; a log line says so)."},
+     "Serve GRPCInferenceService and grpc.health.v1.Health."},
     {"grpc-port", NULL, FLAG_INT, OPT(grpc_port), "8001", 0, PORT_MAX, NULL, "port", 0, "gRPC port."},
     {"grpc-address", NULL, FLAG_STRING, OPT(grpc_address), "0.0.0.0", 0, 0, NULL, "address", 0,
      "Address the gRPC endpoint binds."},

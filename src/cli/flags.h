@@ -53,7 +53,7 @@ typedef struct imagen_cli_options {
     int http_thread_count;
     size_t http_max_input_size; /* bytes */
     bool reuse_http_port;
-    /* gRPC (accepted and stored; not served by this release) */
+    /* gRPC endpoint (src/grpc/) */
     bool allow_grpc;
     int grpc_port;
     const char *grpc_address;

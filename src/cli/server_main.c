@@ -1,5 +1,5 @@
 /*
- * main() of imagen-server: flags -> logging -> server core -> HTTP and
+ * main() of imagen-server: flags -> logging -> server core -> HTTP, gRPC and
  * metrics endpoints -> wait for SIGINT/SIGTERM -> graceful drain -> exit.
  * SIGINT and SIGTERM are blocked before any thread exists, so every thread
  * inherits the mask and only the main thread ever sees them (via signalfd).
@@ -22,6 +22,7 @@
 #include "backends/registry.h"
 #include "cli/flags.h"
 #include "common/log.h"
+#include "grpc/grpc_frontend.h"
 #include "http/http.h"
 #include "imagen/server.h"
 
@@ -37,12 +38,13 @@
 typedef struct shutdown_ctx {
     imagen_server *server;
     imagen_http *http;       /* NULL when --allow-http=false */
+    imagen_grpc *grpc;       /* NULL when --allow-grpc=false */
     imagen_metrics *metrics; /* NULL when --allow-metrics=false */
     int done_fd;             /* eventfd written when the thread finishes */
     size_t remaining;        /* requests still in flight when the drain gave up */
 } shutdown_ctx;
 
-/* Quiesce HTTP, drain the core (bounded by --exit-timeout-secs), then free
+/* Quiesce HTTP and gRPC (no new calls; open ones complete), drain the core (bounded by --exit-timeout-secs), then free
  * everything unless requests are still executing (freeing would wait for
  * them, defeating the bound). */
 static void *
@@ -51,8 +53,12 @@ shutdown_main(void *arg)
     shutdown_ctx *ctx = arg;
     if (ctx->http != NULL)
         imagen_http_quiesce(ctx->http);
+    if (ctx->grpc != NULL)
+        imagen_grpc_quiesce(ctx->grpc);
     ctx->remaining = imagen_server_stop(ctx->server);
     if (ctx->remaining == 0) {
+        /* Every inference completed; gRPC waits for their replies to go out. */
+        imagen_grpc_destroy(ctx->grpc);
         imagen_metrics_destroy(ctx->metrics);
         imagen_http_destroy(ctx->http);
         imagen_server_destroy(ctx->server);
@@ -104,9 +110,6 @@ setup_logging(const imagen_cli_options *opts)
 static void
 log_flag_notes(const imagen_cli_options *opts)
 {
-    if (opts->allow_grpc)
-        IMAGEN_LOG_WARN_(COMPONENT, "gRPC endpoint %s:%d is not served by this release (--allow-grpc accepted)",
-                         opts->grpc_address, opts->grpc_port);
     if (opts->summary_latencies)
         IMAGEN_LOG_WARN_(COMPONENT, "--metrics-config summary_latencies is not supported yet; ignored");
     if (opts->strict_model_config)
@@ -183,6 +186,27 @@ start_endpoints(const imagen_cli_options *opts, shutdown_ctx *ctx)
         }
         IMAGEN_LOG_INFO_(COMPONENT, "Started HTTPService at %s:%d", ho.address, imagen_http_port(ctx->http));
     }
+    return true;
+}
+
+/* Starts gRPC before HTTP, so that once HTTP answers ready, gRPC is up too. */
+static bool
+start_grpc(const imagen_cli_options *opts, shutdown_ctx *ctx)
+{
+    if (!opts->allow_grpc)
+        return true;
+    imagen_grpc_options go;
+    imagen_grpc_options_init(&go);
+    go.address = opts->grpc_address;
+    go.port = opts->grpc_port;
+    imagen_error *err = imagen_grpc_start(ctx->server, &go, &ctx->grpc);
+    if (err != NULL) {
+        IMAGEN_LOG_ERROR_(COMPONENT, "failed to start GRPC service at %s:%d: %s", go.address, go.port,
+                          imagen_error_message(err));
+        imagen_error_free(err);
+        return false;
+    }
+    IMAGEN_LOG_INFO_(COMPONENT, "Started GRPCInferenceService at %s:%d", go.address, imagen_grpc_port(ctx->grpc));
     return true;
 }
 
@@ -273,7 +297,8 @@ run(const imagen_cli_options *opts, const sigset_t *sigs)
         close(sfd);
         return EXIT_STARTUP_FAILED;
     }
-    if (!start_endpoints(opts, &ctx)) {
+    if (!start_grpc(opts, &ctx) || !start_endpoints(opts, &ctx)) {
+        imagen_grpc_destroy(ctx.grpc);
         imagen_metrics_destroy(ctx.metrics);
         imagen_http_destroy(ctx.http);
         imagen_server_destroy(ctx.server);

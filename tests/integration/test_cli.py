@@ -167,18 +167,17 @@ def wait_for_text(read, text, timeout=5.0):
         time.sleep(0.02)
 
 
-def test_started_lines_and_grpc_note(simple_repo, server_factory):
+def test_started_lines(simple_repo, server_factory):
     s = server_factory(simple_repo)
     log = wait_for_text(s.log, "Started HTTPService")
     assert f"Started HTTPService at 127.0.0.1:{s.http_port}" in log, log
     assert f"Started Metrics Service at 127.0.0.1:{s.metrics_port}" in log, log
-    grpc_lines = [line for line in log.splitlines() if "gRPC" in line and "not served" in line]
-    assert len(grpc_lines) == 1, log
+    assert f"Started GRPCInferenceService at 0.0.0.0:{s.grpc_port}" in log, log
 
 
-def test_no_grpc_note_when_disabled(simple_repo, server_factory):
+def test_no_grpc_line_when_disabled(simple_repo, server_factory):
     s = server_factory(simple_repo, "--allow-grpc=false")
-    assert "not served" not in s.log()
+    assert "GRPCInferenceService" not in s.log()
 
 
 def test_server_id(simple_repo, server_factory):

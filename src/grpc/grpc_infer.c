@@ -1,0 +1,467 @@
+/*
+ * ModelInfer (spec §2.2-§2.3): decodes a ModelInferRequest into an
+ * imagen_request, submits it asynchronously and, in the completion callback
+ * (an instance thread), encodes the ModelInferResponse and starts the send.
+ * Tensors from raw_input_contents point straight into the unpacked request
+ * message, which the call keeps until it is freed (after completion), so the
+ * core sees them without another copy; typed `contents` are converted into
+ * owned buffers. Outputs always go in raw_output_contents, index-aligned with
+ * `outputs`. A call cancelled by its client or its deadline cancels the
+ * request if it is still queued.
+ */
+#include "grpc/grpc_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc_service.pb-c.h"
+
+typedef Inference__ModelInferRequest infer_msg;
+typedef Inference__ModelInferRequest__InferInputTensor infer_input;
+
+typedef struct infer_state {
+    infer_msg *msg;      /* owned; raw inputs point into it */
+    imagen_request *req; /* owned reference */
+    void **owned;        /* buffers converted from typed contents */
+    size_t n_owned;
+} infer_state;
+
+static void
+state_free(void *p)
+{
+    infer_state *st = p;
+    if (st->req != NULL)
+        imagen_request_release(st->req);
+    for (size_t i = 0; i < st->n_owned; i++)
+        free(st->owned[i]);
+    free(st->owned);
+    if (st->msg != NULL)
+        protobuf_c_message_free_unpacked(&st->msg->base, NULL);
+    free(st);
+}
+
+static void
+on_cancel(imagen__grpc_call *c)
+{
+    infer_state *st = c->state;
+    if (st != NULL && st->req != NULL)
+        imagen_request_cancel(st->req);
+}
+
+static imagen_error *
+shm_disabled(void)
+{
+    return imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
+                            "Client shared memory is disabled. Start the server with '--allow-client-shm=true' "
+                            "to enable.");
+}
+
+/* ======================================================================
+ * Request decoding
+ * ==================================================================== */
+
+static const char *
+param_kind_name(int which)
+{
+    static const char *const names[] = {"unset",        "bool_param",   "int64_param",
+                                        "string_param", "double_param", "uint64_param"};
+    return which >= 0 && which <= 5 ? names[which] : "unknown";
+}
+
+static imagen_error *
+parse_request_parameters(infer_state *st)
+{
+    for (size_t i = 0; i < st->msg->n_parameters; i++) {
+        const char *key = st->msg->parameters[i]->key;
+        const Inference__InferParameter *v = st->msg->parameters[i]->value;
+        int which = v ? (int)v->parameter_choice_case : 0;
+        enum { B = 1, I = 2, S = 3, D = 4, U = 5 };
+        if (strcmp(key, "priority") == 0) {
+            if (which == I && v->int64_param >= 0)
+                imagen_request_set_priority(st->req, (uint64_t)v->int64_param);
+            else if (which == U)
+                imagen_request_set_priority(st->req, v->uint64_param);
+            else
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "invalid value type for 'priority' parameter, expected a non-negative "
+                                        "int64_param or uint64_param");
+        } else if (strcmp(key, "timeout") == 0) {
+            if (which != I || v->int64_param < 0)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "invalid value type for 'timeout' parameter, expected a non-negative "
+                                        "int64_param");
+            imagen_request_set_timeout_us(st->req, (uint64_t)v->int64_param);
+        } else if (strcmp(key, "sequence_id") == 0) {
+            if (which != I && which != S)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "invalid value type for 'sequence_id' parameter, expected int64_param or "
+                                        "string_param");
+        } else if (strcmp(key, "sequence_start") == 0 || strcmp(key, "sequence_end") == 0) {
+            if (which != B)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "invalid value type for '%s' parameter, expected bool_param", key);
+        } else if (strcmp(key, "triton_enable_empty_final_response") == 0) {
+            if (which != B)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "invalid value type for '%s' parameter, expected bool_param", key);
+        } else if (strncmp(key, "triton_", 7) == 0) {
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "parameter keys starting with 'triton_' are reserved for Triton usage and "
+                                    "should not be specified.");
+        } else {
+            imagen_request_param p;
+            memset(&p, 0, sizeof(p));
+            p.key = (char *)key;
+            switch (which) {
+            case B:
+                p.type = IMAGEN_PARAM_BOOL;
+                p.bool_value = v->bool_param;
+                break;
+            case I:
+                p.type = IMAGEN_PARAM_INT;
+                p.int_value = v->int64_param;
+                break;
+            case S:
+                p.type = IMAGEN_PARAM_STRING;
+                p.string_value = v->string_param;
+                break;
+            case D:
+                p.type = IMAGEN_PARAM_DOUBLE;
+                p.double_value = v->double_param;
+                break;
+            default:
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "parameter '%s' has invalid type (%s). It should be either 'int64_param', "
+                                        "'bool_param', 'double_param' or 'string_param'.",
+                                        key, param_kind_name(which));
+            }
+            IMAGEN_RETURN_IF_ERROR(imagen_request_add_parameter(st->req, &p));
+        }
+    }
+    return NULL;
+}
+
+static imagen_error *
+own(infer_state *st, void *p)
+{
+    void **grown = realloc(st->owned, (st->n_owned + 1) * sizeof(void *));
+    if (grown == NULL) {
+        free(p);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    st->owned = grown;
+    st->owned[st->n_owned++] = p;
+    return NULL;
+}
+
+/* Narrows or copies `n` typed values into a new little-endian buffer of
+ * element size `es` (the host is little-endian, as everywhere in imagen). */
+#define CONVERT(dst_type, src, n)              \
+    do {                                       \
+        dst_type *d__ = (dst_type *)buf;       \
+        for (size_t k__ = 0; k__ < (n); k__++) \
+            d__[k__] = (dst_type)(src)[k__];   \
+    } while (0)
+
+/* Converts typed `contents` of one input into an owned buffer. */
+static imagen_error *
+convert_contents(infer_state *st, const infer_input *in, imagen_datatype dt, uint64_t elems, const void **data,
+                 size_t *size)
+{
+    const Inference__InferTensorContents *tc = in->contents;
+    const char *model = st->msg->model_name;
+    size_t count = 0;
+    switch (dt) {
+    case IMAGEN_TYPE_BOOL:
+        count = tc->n_bool_contents;
+        break;
+    case IMAGEN_TYPE_INT8:
+    case IMAGEN_TYPE_INT16:
+    case IMAGEN_TYPE_INT32:
+        count = tc->n_int_contents;
+        break;
+    case IMAGEN_TYPE_INT64:
+        count = tc->n_int64_contents;
+        break;
+    case IMAGEN_TYPE_UINT8:
+    case IMAGEN_TYPE_UINT16:
+    case IMAGEN_TYPE_UINT32:
+        count = tc->n_uint_contents;
+        break;
+    case IMAGEN_TYPE_UINT64:
+        count = tc->n_uint64_contents;
+        break;
+    case IMAGEN_TYPE_FP32:
+        count = tc->n_fp32_contents;
+        break;
+    case IMAGEN_TYPE_FP64:
+        count = tc->n_fp64_contents;
+        break;
+    case IMAGEN_TYPE_BYTES:
+        count = tc->n_bytes_contents;
+        break;
+    default:
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "unable to use 'contents' for input '%s' of model '%s': datatype %s is only "
+                                "accepted in raw_input_contents",
+                                in->name, model, imagen_datatype_name(dt));
+    }
+    if (count != elems)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "unexpected number of elements in 'contents' of input '%s' for model '%s': expected "
+                                "%" PRIu64 " (from the shape), got %zu",
+                                in->name, model, elems, count);
+    size_t bytes;
+    if (dt == IMAGEN_TYPE_BYTES) {
+        bytes = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (tc->bytes_contents[i].len > UINT32_MAX)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "element %zu of input '%s' is longer than 4 GiB", i,
+                                        in->name);
+            bytes += 4 + tc->bytes_contents[i].len;
+        }
+    } else {
+        bytes = count * imagen_datatype_size(dt);
+    }
+    unsigned char *buf = malloc(bytes ? bytes : 1);
+    if (buf == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    switch (dt) {
+    case IMAGEN_TYPE_BOOL:
+        for (size_t k = 0; k < count; k++)
+            buf[k] = tc->bool_contents[k] ? 1 : 0;
+        break;
+    case IMAGEN_TYPE_INT8:
+        CONVERT(int8_t, tc->int_contents, count);
+        break;
+    case IMAGEN_TYPE_INT16:
+        CONVERT(int16_t, tc->int_contents, count);
+        break;
+    case IMAGEN_TYPE_INT32:
+        CONVERT(int32_t, tc->int_contents, count);
+        break;
+    case IMAGEN_TYPE_INT64:
+        CONVERT(int64_t, tc->int64_contents, count);
+        break;
+    case IMAGEN_TYPE_UINT8:
+        CONVERT(uint8_t, tc->uint_contents, count);
+        break;
+    case IMAGEN_TYPE_UINT16:
+        CONVERT(uint16_t, tc->uint_contents, count);
+        break;
+    case IMAGEN_TYPE_UINT32:
+        CONVERT(uint32_t, tc->uint_contents, count);
+        break;
+    case IMAGEN_TYPE_UINT64:
+        CONVERT(uint64_t, tc->uint64_contents, count);
+        break;
+    case IMAGEN_TYPE_FP32:
+        CONVERT(float, tc->fp32_contents, count);
+        break;
+    case IMAGEN_TYPE_FP64:
+        CONVERT(double, tc->fp64_contents, count);
+        break;
+    case IMAGEN_TYPE_BYTES: {
+        size_t off = 0;
+        for (size_t i = 0; i < count; i++) {
+            uint32_t n = (uint32_t)tc->bytes_contents[i].len;
+            buf[off] = (unsigned char)n;
+            buf[off + 1] = (unsigned char)(n >> 8);
+            buf[off + 2] = (unsigned char)(n >> 16);
+            buf[off + 3] = (unsigned char)(n >> 24);
+            if (n)
+                memcpy(buf + off + 4, tc->bytes_contents[i].data, n);
+            off += 4 + n;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    IMAGEN_RETURN_IF_ERROR(own(st, buf));
+    *data = buf;
+    *size = bytes;
+    return NULL;
+}
+
+static imagen_error *
+parse_inputs(infer_state *st)
+{
+    const infer_msg *msg = st->msg;
+    const char *model = msg->model_name;
+    if (msg->n_inputs > IMAGEN_REQUEST_MAX_INPUTS)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)", IMAGEN_REQUEST_MAX_INPUTS);
+    size_t raw_next = 0;
+    for (size_t i = 0; i < msg->n_inputs; i++) {
+        const infer_input *in = msg->inputs[i];
+        if (in->contents != NULL && msg->n_raw_input_contents > 0)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "contents field must not be specified when using raw_input_contents for '%s' "
+                                    "for model '%s'",
+                                    in->name, model);
+        for (size_t p = 0; p < in->n_parameters; p++)
+            if (strncmp(in->parameters[p]->key, "shared_memory_", 14) == 0)
+                return shm_disabled();
+        imagen_datatype dt = imagen_datatype_from_name(in->datatype, strlen(in->datatype));
+        if (dt == IMAGEN_TYPE_INVALID)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid datatype '%.64s' for input '%s' of model '%s'",
+                                    in->datatype, in->name, model);
+        if (in->n_shape > IMAGEN_MAX_RANK)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has %zu dimensions, more than the limit of %d",
+                                    in->name, in->n_shape, IMAGEN_MAX_RANK);
+        for (size_t d = 0; d < in->n_shape; d++)
+            if (in->shape[d] < 0)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "input '%s' of model '%s' has a negative dimension %" PRId64, in->name, model,
+                                        in->shape[d]);
+        uint64_t elems = 0;
+        if (!imagen_shape_element_count(in->shape, in->n_shape, IMAGEN_REQUEST_MAX_ELEMENTS, &elems))
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "input '%s' has a shape whose element count exceeds the limit of %" PRIu64,
+                                    in->name, (uint64_t)IMAGEN_REQUEST_MAX_ELEMENTS);
+        const void *data = NULL;
+        size_t size = 0;
+        if (in->contents != NULL) {
+            IMAGEN_RETURN_IF_ERROR(convert_contents(st, in, dt, elems, &data, &size));
+        } else if (raw_next < msg->n_raw_input_contents) {
+            /* Zero copy: the core borrows the bytes of the unpacked message. */
+            data = msg->raw_input_contents[raw_next].data;
+            size = msg->raw_input_contents[raw_next].len;
+            raw_next++;
+        } else {
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "unable to find data for input tensor '%s' for model '%s'",
+                                    in->name, model);
+        }
+        IMAGEN_RETURN_IF_ERROR(
+            imagen_request_add_input(st->req, in->name, dt, in->shape, in->n_shape, size ? data : NULL, size));
+    }
+    if (raw_next < msg->n_raw_input_contents)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "expected %zu raw_input_contents entries (one per input) for model '%s' but got %zu",
+                                raw_next, model, msg->n_raw_input_contents);
+    return NULL;
+}
+
+static imagen_error *
+parse_outputs(infer_state *st)
+{
+    const infer_msg *msg = st->msg;
+    if (msg->n_outputs > IMAGEN_REQUEST_MAX_OUTPUTS)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many requested outputs (at most %d)",
+                                IMAGEN_REQUEST_MAX_OUTPUTS);
+    for (size_t i = 0; i < msg->n_outputs; i++) {
+        const Inference__ModelInferRequest__InferRequestedOutputTensor *o = msg->outputs[i];
+        for (size_t p = 0; p < o->n_parameters; p++) {
+            const char *key = o->parameters[p]->key;
+            if (strncmp(key, "shared_memory_", 14) == 0)
+                return shm_disabled();
+            if (strcmp(key, "classification") == 0)
+                return imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
+                                        "the classification extension is not served over gRPC yet (output '%s')",
+                                        o->name);
+        }
+        IMAGEN_RETURN_IF_ERROR(imagen_request_add_requested_output(st->req, o->name));
+    }
+    return NULL;
+}
+
+/* ======================================================================
+ * Completion: response encoding (instance thread)
+ * ==================================================================== */
+
+static void
+encode_response(imagen__grpc_call *c, const imagen_response *resp)
+{
+    infer_state *st = c->state;
+    size_t n = imagen_response_output_count(resp);
+    Inference__ModelInferResponse__InferOutputTensor *outs = calloc(n + 1, sizeof(*outs));
+    Inference__ModelInferResponse__InferOutputTensor **ptrs = calloc(n + 1, sizeof(*ptrs));
+    ProtobufCBinaryData *raw = calloc(n + 1, sizeof(*raw));
+    if (outs == NULL || ptrs == NULL || raw == NULL) {
+        free(outs);
+        free(ptrs);
+        free(raw);
+        imagen__grpc_reply_error(c, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response"));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const imagen_tensor *t = imagen_response_output(resp, i);
+        inference__model_infer_response__infer_output_tensor__init(&outs[i]);
+        outs[i].name = (char *)t->name;
+        outs[i].datatype = (char *)imagen_datatype_name(t->datatype);
+        outs[i].n_shape = t->rank;
+        outs[i].shape = (int64_t *)t->shape;
+        ptrs[i] = &outs[i];
+        raw[i].data = (uint8_t *)t->data;
+        raw[i].len = t->byte_size;
+    }
+    char version[24];
+    snprintf(version, sizeof(version), "%" PRId64, imagen_response_model_version(resp));
+    const char *mname = imagen_response_model_name(resp);
+    Inference__ModelInferResponse r = INFERENCE__MODEL_INFER_RESPONSE__INIT;
+    r.model_name = (char *)(mname ? mname : st->msg->model_name);
+    r.model_version = version;
+    r.id = st->msg->id;
+    r.n_outputs = n;
+    r.outputs = ptrs;
+    r.n_raw_output_contents = n;
+    r.raw_output_contents = raw;
+    imagen__grpc_reply_msg(c, &r.base);
+    free(outs);
+    free(ptrs);
+    free(raw);
+}
+
+static void
+on_complete(imagen_response *resp, void *user_data)
+{
+    imagen__grpc_call *c = user_data;
+    const imagen_error *e = imagen_response_error(resp);
+    if (e != NULL)
+        imagen__grpc_reply_error(c, imagen_error_new(imagen_error_code_of(e), "%s", imagen_error_message(e)));
+    else
+        encode_response(c, resp);
+    imagen_response_free(resp);
+}
+
+/* ======================================================================
+ * Handler
+ * ==================================================================== */
+
+void
+imagen__grpc_model_infer(imagen__grpc_call *c)
+{
+    infer_state *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        imagen__grpc_reply_error(c, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory"));
+        return;
+    }
+    c->state = st;
+    c->state_free = state_free;
+    ProtobufCMessage *m = NULL;
+    imagen_error *err = imagen__grpc_unpack(c, &inference__model_infer_request__descriptor, &m);
+    int64_t version = -1;
+    if (err == NULL) {
+        st->msg = (infer_msg *)m;
+        err = imagen__grpc_parse_version(st->msg->model_version, &version);
+    }
+    if (err == NULL)
+        err = imagen_request_new(imagen__grpc_server(c), st->msg->model_name, version, &st->req);
+    if (err == NULL && st->msg->id[0] != '\0')
+        err = imagen_request_set_id(st->req, st->msg->id);
+    if (err == NULL)
+        err = parse_request_parameters(st);
+    if (err == NULL)
+        err = parse_inputs(st);
+    if (err == NULL)
+        err = parse_outputs(st);
+    if (err == NULL) {
+        /* Set before submitting: the close event may arrive at any time. */
+        c->on_cancel = on_cancel;
+        err = imagen_server_infer_async(imagen__grpc_server(c), st->req, on_complete, c);
+    }
+    if (err != NULL)
+        imagen__grpc_reply_error(c, err);
+}

@@ -21,9 +21,9 @@
  *   4. On the coarse image, BGR_ROUNDS rounds of: data terms from the two
  *      GMMs (each pixel's most likely component, as in GrabCut's energy), a
  *      minimum cut on the 8-connected grid with GrabCut's contrast-sensitive
- *      smoothness (Boykov-Kolmogorov max-flow, written for this grid, later
- *      rounds reusing the previous round's flow), and both GMMs re-estimated
- *      from the new labels.
+ *      smoothness (Boykov-Kolmogorov max-flow written for the grid, in
+ *      grid_cut.c; later rounds reuse the previous round's flow), and both
+ *      GMMs re-estimated from the new labels.
  *   5. One more cut on the fine image, over the pixels near the coarse edge
  *      or near a pixel whose colour disagrees with its coarse label (thin
  *      gaps the coarse cut closed); the rest keep their coarse label.
@@ -66,6 +66,7 @@
 #include <string.h>
 
 #include "backends/imageops/filter.h"
+#include "backends/imageops/grid_cut.h"
 #include "backends/imageops/image_op.h"
 
 /* ---- working images ---- */
@@ -625,25 +626,16 @@ done:
 }
 
 /* =====================================================================
- * Min cut: Boykov-Kolmogorov max-flow on the 8-connected grid
+ * Min cut: the GrabCut energy as a grid graph (grid_cut.h)
  *
- * Nodes are the working pixels inside a one-pixel frame of wall nodes
- * (grid (w + 2) x (h + 2)), so neighbours need no bounds checks: walls
- * belong to no tree and every arc into them has capacity 0. Two search
- * trees grow from the source (subject) and the sink (background) through
- * arcs with residual capacity; where they touch, the path is augmented by
- * its bottleneck, the saturated arcs orphan their subtrees, and orphans
- * are re-attached to a tree (preferring parents close to the terminal,
- * tracked with the time-stamp heuristic) or freed. It ends when neither
- * tree can grow: the source tree is then the source side of a minimum cut.
- * Capacities are floats; an augmentation subtracts its bottleneck from the
- * bottleneck arc itself, which therefore becomes exactly 0, so every
- * augmentation saturates an arc and the loop ends. Serial and
- * deterministic (FIFO queues, fixed neighbour order).
+ * Node terminal capacities are the signed data terms (> 0: towards the
+ * subject, the source side), arcs the pair weights (the same capacity both
+ * ways). The cut itself is grid_cut.c's Boykov-Kolmogorov max-flow; the
+ * rounds re-solve with the previous round's flow kept.
  * ===================================================================== */
 
 /* The four forward neighbours (right, down, down-right, down-left) whose
- * pair weights s->edge holds. */
+ * pair weights s->edge holds: grid_cut.h's IMAGEN__GRID_* order. */
 static const ptrdiff_t edge_dx[4] = {1, 0, 1, -1}, edge_dy[4] = {0, 1, 1, 1};
 
 /* Squared colour difference of pixel (x, y) and its neighbour in forward
@@ -667,441 +659,80 @@ pair_weight(float beta, int d, float sq)
     return (d < 2 ? BGR_GAMMA : BGR_GAMMA * (float)M_SQRT1_2) * expf(-beta * sq);
 }
 
-enum { TREE_FREE = 0, TREE_SOURCE = 1, TREE_SINK = 2, TREE_WALL = 3 };
-enum { PARENT_TERMINAL = 8, PARENT_ORPHAN = 9, PARENT_NONE = 10 };
-#define QUEUE_OUT (-2) /* next[] of a node not in the active queue */
-#define QUEUE_END (-1)
-
-typedef struct grid_cut {
-    size_t gw, gh, n;   /* padded grid size, n = gw * gh */
-    ptrdiff_t off[8];   /* index offset of each direction; off[d ^ 4] = -off[d] */
-    float *rcap;        /* n * 8: residual capacity of the arc from a node in direction d */
-    float *tr;          /* residual terminal capacity: > 0 from the source, < 0 to the sink */
-    float *loaded;      /* the data term each node was last loaded with (dynamic graphs only) */
-    uint8_t *tree;      /* TREE_* */
-    uint8_t *parent;    /* direction to the parent, or PARENT_* */
-    int32_t *next;      /* active queue links, QUEUE_OUT when not queued */
-    int32_t *stamp;     /* time of the last check that the node reaches its terminal */
-    int32_t *dist;      /* its distance to the terminal then */
-    int32_t *orphans;   /* ring buffer of n */
-    int32_t head, tail; /* active queue */
-    size_t orphan_head, orphan_count;
-    int32_t time;
-} grid_cut;
-
-/* Directions: 0 right, 1 down, 2 down-right, 3 down-left, then the
- * opposites in the same order, so opposite(d) = d ^ 4. */
-#define OPPOSITE(d) ((d) ^ 4)
-
-static void
-cut_free(grid_cut *g)
-{
-    free(g->rcap);
-    free(g->tr);
-    free(g->loaded);
-    free(g->tree);
-    free(g->parent);
-    free(g->next);
-    free(g->stamp);
-    free(g->dist);
-    free(g->orphans);
-}
-
-/* `dynamic`: the graph will get cut_update() (needs `loaded`). */
-static bool
-cut_alloc(grid_cut *g, size_t w, size_t h, bool dynamic)
-{
-    memset(g, 0, sizeof(*g));
-    g->gw = w + 2;
-    g->gh = h + 2;
-    g->n = g->gw * g->gh;
-    const ptrdiff_t gw = (ptrdiff_t)g->gw;
-    const ptrdiff_t off[4] = {1, gw, gw + 1, gw - 1};
-    for (int d = 0; d < 4; d++) {
-        g->off[d] = off[d];
-        g->off[d + 4] = -off[d];
-    }
-    g->rcap = malloc(g->n * 8 * sizeof(*g->rcap));
-    g->tr = malloc(g->n * sizeof(*g->tr));
-    g->loaded = dynamic ? malloc(g->n * sizeof(*g->loaded)) : NULL;
-    g->tree = malloc(g->n);
-    g->parent = malloc(g->n);
-    g->next = malloc(g->n * sizeof(*g->next));
-    g->stamp = malloc(g->n * sizeof(*g->stamp));
-    g->dist = malloc(g->n * sizeof(*g->dist));
-    g->orphans = malloc(g->n * sizeof(*g->orphans));
-    if (g->rcap == NULL || g->tr == NULL || (dynamic && g->loaded == NULL) || g->tree == NULL || g->parent == NULL ||
-        g->next == NULL || g->stamp == NULL || g->dist == NULL || g->orphans == NULL) {
-        cut_free(g);
-        return false;
-    }
-    return true;
-}
-
-static inline void
-activate(grid_cut *g, int32_t p)
-{
-    if (g->next[p] != QUEUE_OUT)
-        return;
-    g->next[p] = QUEUE_END;
-    if (g->tail == QUEUE_END)
-        g->head = p;
-    else
-        g->next[g->tail] = p;
-    g->tail = p;
-}
-
-static inline int32_t
-pop_active(grid_cut *g)
-{
-    int32_t p = g->head;
-    if (p == QUEUE_END)
-        return p;
-    g->head = g->next[p];
-    if (g->head == QUEUE_END)
-        g->tail = QUEUE_END;
-    g->next[p] = QUEUE_OUT;
-    return p;
-}
-
-static inline void
-make_orphan(grid_cut *g, int32_t p)
-{
-    g->parent[p] = PARENT_ORPHAN;
-    g->orphans[(g->orphan_head + g->orphan_count++) % g->n] = p;
-}
-
 typedef struct load_job {
-    grid_cut *g;
+    imagen__grid_cut *g;
     const segment *s;
 } load_job;
 
 /* Terminal capacities from s->data, arcs from s->edge (the same capacity
- * both ways). Each row writes its nodes' arcs and the opposite arcs of
- * their right and lower neighbours, so rows never write the same float. */
+ * both ways). Calls for different pixels and directions write different
+ * floats (grid_cut.h), so rows can be loaded in parallel. */
 static void
 load_rows(void *ctx, size_t begin, size_t end, size_t worker)
 {
     const load_job *j = ctx;
-    grid_cut *g = j->g;
     const segment *s = j->s;
     for (size_t y = begin; y < end; y++)
         for (size_t x = 0; x < s->w; x++) {
-            size_t i = y * s->w + x, p = (y + 1) * g->gw + x + 1;
-            g->tree[p] = TREE_FREE;
-            g->tr[p] = g->loaded[p] = s->data[i];
-            for (int d = 0; d < 4; d++) {
-                float c = s->edge[d][i]; /* 0 towards the outside: the arc stays a wall */
-                size_t q = (size_t)((ptrdiff_t)p + g->off[d]);
-                g->rcap[p * 8 + d] = c;
-                g->rcap[q * 8 + OPPOSITE(d)] = c;
-            }
+            size_t i = y * s->w + x;
+            imagen__grid_cut_set_terminal(j->g, x, y, s->data[i]);
+            for (int d = 0; d < 4; d++) /* 0 towards the outside: no arc there */
+                imagen__grid_cut_set_arc(j->g, x, y, d, s->edge[d][i]);
         }
 }
 
-/* Starts the search trees afresh from the residual graph: every node with
- * terminal residual capacity is a root and active (in index order). */
+/* Loads a cleared graph with the current data terms, no flow. */
 static void
-cut_reset_trees(grid_cut *g)
+cut_load(imagen__grid_cut *g, const segment *s, imagen__pool *pool)
 {
-    for (size_t p = 0; p < g->n; p++) {
-        if (g->tree[p] != TREE_WALL)
-            g->tree[p] = TREE_FREE;
-        g->parent[p] = PARENT_NONE;
-        g->next[p] = QUEUE_OUT;
-        g->stamp[p] = 0;
-        g->dist[p] = 0;
-    }
-    g->head = g->tail = QUEUE_END;
-    g->orphan_head = g->orphan_count = 0;
-    g->time = 0;
-    for (size_t p = 0; p < g->n; p++) {
-        if (g->tree[p] != TREE_FREE || g->tr[p] == 0.0f)
-            continue;
-        g->tree[p] = g->tr[p] > 0.0f ? TREE_SOURCE : TREE_SINK;
-        g->parent[p] = PARENT_TERMINAL;
-        g->dist[p] = 1;
-        activate(g, (int32_t)p);
-    }
-}
-
-/* Loads the graph of the current data terms with no flow. */
-static void
-cut_load(grid_cut *g, const segment *s, imagen__pool *pool)
-{
-    memset(g->rcap, 0, g->n * 8 * sizeof(*g->rcap));
-    memset(g->tr, 0, g->n * sizeof(*g->tr));
-    memset(g->tree, TREE_WALL, g->n);
     load_job j = {.g = g, .s = s};
     imagen__pool_for(pool, s->h, 8, load_rows, &j);
-    cut_reset_trees(g);
 }
 
-/* Loads the graph of the fine cut (pair weights computed here, from s->z
- * and s->beta): only the nodes with fixed[i] == 0 take
- * part; the others (1 background, 2 subject) become walls, and the pair
+/* Loads a cleared graph for the fine cut (pair weights computed here, from
+ * s->z and s->beta): only the nodes with fixed[i] == 0 take part; the
+ * others (1 background, 2 subject) stay out of the graph, and the pair
  * weight between a free node and a fixed neighbour moves into the free
  * node's terminal capacity (towards the neighbour's side), which is the
  * same energy with the fixed labels substituted. Serial: folding writes
  * the neighbour's capacity, which a row split would race on. */
 static void
-cut_load_band(grid_cut *g, const segment *s, const uint8_t *fixed)
+cut_load_band(imagen__grid_cut *g, const segment *s, const uint8_t *fixed)
 {
-    memset(g->rcap, 0, g->n * 8 * sizeof(*g->rcap));
-    memset(g->tr, 0, g->n * sizeof(*g->tr));
-    memset(g->tree, TREE_WALL, g->n);
+    for (size_t y = 0; y < s->h; y++)
+        for (size_t x = 0; x < s->w; x++)
+            if (fixed[y * s->w + x] == 0)
+                imagen__grid_cut_set_terminal(g, x, y, s->data[y * s->w + x]);
     for (size_t y = 0; y < s->h; y++)
         for (size_t x = 0; x < s->w; x++) {
-            size_t i = y * s->w + x, p = (y + 1) * g->gw + x + 1;
-            if (fixed[i] == 0) {
-                g->tree[p] = TREE_FREE;
-                g->tr[p] = s->data[i];
-            }
-        }
-    for (size_t y = 0; y < s->h; y++)
-        for (size_t x = 0; x < s->w; x++) {
-            size_t i = y * s->w + x, p = (y + 1) * g->gw + x + 1;
+            size_t i = y * s->w + x;
             for (int d = 0; d < 4; d++) {
                 float sq = neighbour_sq(s, x, y, d);
                 if (sq < 0.0f)
                     continue; /* no neighbour there */
                 float c = pair_weight(s->beta, d, sq);
-                size_t q = (size_t)((ptrdiff_t)p + g->off[d]);
-                size_t k = (size_t)((ptrdiff_t)i + edge_dy[d] * (ptrdiff_t)s->w + edge_dx[d]);
-                if (fixed[i] == 0 && fixed[k] == 0) {
-                    g->rcap[p * 8 + d] = c;
-                    g->rcap[q * 8 + OPPOSITE(d)] = c;
-                } else if (fixed[i] == 0) {
-                    g->tr[p] += fixed[k] == 2 ? c : -c;
-                } else if (fixed[k] == 0) {
-                    g->tr[q] += fixed[i] == 2 ? c : -c;
-                }
+                size_t xx = (size_t)((ptrdiff_t)x + edge_dx[d]), yy = y + (size_t)edge_dy[d];
+                size_t k = yy * s->w + xx;
+                if (fixed[i] == 0 && fixed[k] == 0)
+                    imagen__grid_cut_set_arc(g, x, y, d, c);
+                else if (fixed[i] == 0)
+                    imagen__grid_cut_add_terminal(g, x, y, fixed[k] == 2 ? c : -c);
+                else if (fixed[k] == 0)
+                    imagen__grid_cut_add_terminal(g, xx, yy, fixed[i] == 2 ? c : -c);
             }
         }
-    cut_reset_trees(g);
 }
 
 /* Changes the data terms of a solved graph and keeps its flow (Kohli and
- * Torr's dynamic cuts): a terminal residual moves by the change of its data
- * term, which reparametrises the node (the same constant added to both of
- * its terminal capacities) without breaking flow conservation, so the
- * next solve only pushes the flow that the change made possible. GrabCut's
- * rounds change the data terms a little each time, so later solves are
- * several times cheaper than the first. n-links never change. */
+ * Torr's dynamic cuts, see imagen__grid_cut_set_terminal): GrabCut's rounds
+ * change the data terms a little each time, so later solves are several
+ * times cheaper than the first. n-links never change. */
 static void
-cut_update(grid_cut *g, const segment *s)
+cut_update(imagen__grid_cut *g, const segment *s)
 {
     for (size_t y = 0; y < s->h; y++)
-        for (size_t x = 0; x < s->w; x++) {
-            size_t i = y * s->w + x, p = (y + 1) * g->gw + x + 1;
-            g->tr[p] += s->data[i] - g->loaded[p];
-            g->loaded[p] = s->data[i];
-        }
-    cut_reset_trees(g);
-}
-
-/* Grows the tree of active node p by one sweep over its neighbours.
- * Returns true when it meets the other tree; the connecting arc is then
- * *from -> *to (source side to sink side) in direction *dir. */
-static bool
-grow(grid_cut *g, int32_t p, int32_t *from, int32_t *to, int *dir)
-{
-    const uint8_t t = g->tree[p];
-    for (int d = 0; d < 8; d++) {
-        int32_t q = (int32_t)(p + g->off[d]);
-        /* the arc that would join q to p's tree: p -> q for the source
-         * tree, q -> p for the sink tree */
-        float c = t == TREE_SOURCE ? g->rcap[(size_t)p * 8 + d] : g->rcap[(size_t)q * 8 + OPPOSITE(d)];
-        if (!(c > 0.0f))
-            continue;
-        uint8_t tq = g->tree[q];
-        if (tq == TREE_FREE) {
-            g->tree[q] = t;
-            g->parent[q] = (uint8_t)OPPOSITE(d);
-            g->stamp[q] = g->stamp[p];
-            g->dist[q] = g->dist[p] + 1;
-            activate(g, q);
-        } else if (tq == t) {
-            /* re-hang q under p when p is closer to the terminal */
-            if (g->stamp[q] <= g->stamp[p] && g->dist[q] > g->dist[p]) {
-                g->parent[q] = (uint8_t)OPPOSITE(d);
-                g->stamp[q] = g->stamp[p];
-                g->dist[q] = g->dist[p] + 1;
-            }
-        } else if (tq != TREE_WALL) {
-            *from = t == TREE_SOURCE ? p : q;
-            *to = t == TREE_SOURCE ? q : p;
-            *dir = t == TREE_SOURCE ? d : OPPOSITE(d);
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Pushes the bottleneck along source -> from -> to -> sink and orphans the
- * nodes whose parent arc saturates. */
-static void
-augment(grid_cut *g, int32_t from, int32_t to, int dir)
-{
-    float f = g->rcap[(size_t)from * 8 + dir];
-    for (int32_t x = from;;) { /* source side: arcs parent -> x */
-        int pd = g->parent[x];
-        if (pd == PARENT_TERMINAL) {
-            f = fminf(f, g->tr[x]);
-            break;
-        }
-        int32_t y = (int32_t)(x + g->off[pd]);
-        f = fminf(f, g->rcap[(size_t)y * 8 + OPPOSITE(pd)]);
-        x = y;
-    }
-    for (int32_t x = to;;) { /* sink side: arcs x -> parent */
-        int pd = g->parent[x];
-        if (pd == PARENT_TERMINAL) {
-            f = fminf(f, -g->tr[x]);
-            break;
-        }
-        f = fminf(f, g->rcap[(size_t)x * 8 + pd]);
-        x = (int32_t)(x + g->off[pd]);
-    }
-    g->rcap[(size_t)from * 8 + dir] -= f;
-    g->rcap[(size_t)to * 8 + OPPOSITE(dir)] += f;
-    for (int32_t x = from;;) {
-        int pd = g->parent[x];
-        if (pd == PARENT_TERMINAL) {
-            g->tr[x] -= f;
-            if (g->tr[x] == 0.0f)
-                make_orphan(g, x);
-            break;
-        }
-        int32_t y = (int32_t)(x + g->off[pd]);
-        g->rcap[(size_t)y * 8 + OPPOSITE(pd)] -= f;
-        g->rcap[(size_t)x * 8 + pd] += f;
-        if (g->rcap[(size_t)y * 8 + OPPOSITE(pd)] == 0.0f)
-            make_orphan(g, x);
-        x = y;
-    }
-    for (int32_t x = to;;) {
-        int pd = g->parent[x];
-        if (pd == PARENT_TERMINAL) {
-            g->tr[x] += f;
-            if (g->tr[x] == 0.0f)
-                make_orphan(g, x);
-            break;
-        }
-        int32_t y = (int32_t)(x + g->off[pd]);
-        g->rcap[(size_t)x * 8 + pd] -= f;
-        g->rcap[(size_t)y * 8 + OPPOSITE(pd)] += f;
-        if (g->rcap[(size_t)x * 8 + pd] == 0.0f)
-            make_orphan(g, x);
-        x = y;
-    }
-}
-
-/* Distance from q to its tree's terminal through parent links, or -1 when
- * the chain ends at an orphan. Nodes found connected are stamped with the
- * current time and their distance, so later walks stop there. */
-static int32_t
-origin_distance(grid_cut *g, int32_t q)
-{
-    int32_t steps = 0, total;
-    for (int32_t y = q;; steps++) {
-        if (g->stamp[y] == g->time) {
-            total = steps + g->dist[y];
-            break;
-        }
-        int pd = g->parent[y];
-        if (pd == PARENT_TERMINAL) {
-            g->stamp[y] = g->time;
-            g->dist[y] = 1;
-            total = steps + 1;
-            break;
-        }
-        if (pd == PARENT_ORPHAN)
-            return -1;
-        y = (int32_t)(y + g->off[pd]);
-    }
-    int32_t d = total;
-    for (int32_t y = q; g->stamp[y] != g->time; y = (int32_t)(y + g->off[g->parent[y]])) {
-        g->stamp[y] = g->time;
-        g->dist[y] = d--;
-    }
-    return total;
-}
-
-/* Re-attaches or frees every orphan (see the section comment). */
-static void
-adopt(grid_cut *g)
-{
-    while (g->orphan_count > 0) {
-        int32_t x = g->orphans[g->orphan_head];
-        g->orphan_head = (g->orphan_head + 1) % g->n;
-        g->orphan_count--;
-        const uint8_t t = g->tree[x];
-        int best_dir = -1;
-        int32_t best_dist = INT32_MAX;
-        for (int d = 0; d < 8; d++) {
-            int32_t q = (int32_t)(x + g->off[d]);
-            if (g->tree[q] != t)
-                continue;
-            float c = t == TREE_SOURCE ? g->rcap[(size_t)q * 8 + OPPOSITE(d)] : g->rcap[(size_t)x * 8 + d];
-            if (!(c > 0.0f))
-                continue;
-            int32_t dq = origin_distance(g, q);
-            if (dq >= 0 && dq < best_dist) {
-                best_dist = dq;
-                best_dir = d;
-            }
-        }
-        if (best_dir >= 0) {
-            g->parent[x] = (uint8_t)best_dir;
-            g->stamp[x] = g->time;
-            g->dist[x] = best_dist + 1;
-            continue;
-        }
-        /* no way back to the terminal: x leaves the tree; neighbours that
-         * could feed it become active, its children become orphans */
-        for (int d = 0; d < 8; d++) {
-            int32_t q = (int32_t)(x + g->off[d]);
-            if (g->tree[q] != t)
-                continue;
-            float c = t == TREE_SOURCE ? g->rcap[(size_t)q * 8 + OPPOSITE(d)] : g->rcap[(size_t)x * 8 + d];
-            if (c > 0.0f)
-                activate(g, q);
-            int pq = g->parent[q];
-            if (pq < 8 && pq == OPPOSITE(d))
-                make_orphan(g, q);
-        }
-        g->tree[x] = TREE_FREE;
-        g->parent[x] = PARENT_NONE;
-    }
-}
-
-/* Runs the max-flow on a loaded graph; afterwards tree[p] == TREE_SOURCE
- * marks the subject side of the minimum cut. */
-static void
-cut_solve(grid_cut *g)
-{
-    int32_t current = QUEUE_END;
-    for (;;) {
-        if (current == QUEUE_END || g->tree[current] == TREE_FREE) {
-            do
-                current = pop_active(g);
-            while (current != QUEUE_END && g->tree[current] == TREE_FREE);
-            if (current == QUEUE_END)
-                return;
-        }
-        int32_t from, to;
-        int dir;
-        if (!grow(g, current, &from, &to, &dir)) {
-            current = QUEUE_END; /* fully grown: leaves the active set */
-            continue;
-        }
-        /* keep growing from `current` next time: it may touch the other
-         * tree through more arcs */
-        g->time++;
-        augment(g, from, to, dir);
-        adopt(g);
-    }
+        for (size_t x = 0; x < s->w; x++)
+            imagen__grid_cut_set_terminal(g, x, y, s->data[y * s->w + x]);
 }
 
 /* =====================================================================
@@ -1237,22 +868,22 @@ segment_run(const imagen__image_task *task, segment *s, size_t *subject)
     gmm_init(s, pool);
 
     IMAGEN_RETURN_IF_ERROR(compute_edges(task, s));
-    grid_cut g;
-    if (!cut_alloc(&g, s->w, s->h, true))
+    imagen__grid_cut *g = imagen__grid_cut_create(s->w, s->h, true);
+    if (g == NULL)
         return no_memory(task, "graph cut");
     aj.seeds = false;
     for (int round = 0; round < BGR_ROUNDS; round++) {
         dj.background_only = false;
         imagen__pool_for(pool, s->h, 8, data_rows, &dj);
         if (round == 0)
-            cut_load(&g, s, pool);
+            cut_load(g, s, pool);
         else
-            cut_update(&g, s);
-        cut_solve(&g);
+            cut_update(g, s);
+        imagen__grid_cut_solve(g);
         size_t count = 0;
         for (size_t y = 0; y < s->h; y++)
             for (size_t x = 0; x < s->w; x++) {
-                uint8_t fg = g.tree[(y + 1) * g.gw + x + 1] == TREE_SOURCE;
+                uint8_t fg = imagen__grid_cut_source_side(g, x, y);
                 s->label[y * s->w + x] = fg;
                 count += fg;
             }
@@ -1267,7 +898,7 @@ segment_run(const imagen__image_task *task, segment *s, size_t *subject)
         gmm_from_sums(&s->model[0], sums);
         gmm_from_sums(&s->model[1], sums + GMM_K);
     }
-    cut_free(&g);
+    imagen__grid_cut_free(g);
     return NULL;
 }
 
@@ -1370,22 +1001,22 @@ refine_fine(const imagen__image_task *task, segment *coarse, segment *fine, size
     }
     segment_free(coarse); /* its part is done: make room for the graph */
     IMAGEN_RETURN_IF_ERROR(compute_edges(task, fine));
-    grid_cut g;
-    if (!cut_alloc(&g, fine->w, fine->h, false))
+    imagen__grid_cut *g = imagen__grid_cut_create(fine->w, fine->h, false);
+    if (g == NULL)
         return no_memory(task, "graph cut");
-    cut_load_band(&g, fine, fixed);
+    cut_load_band(g, fine, fixed);
     imagen__plane_free(fine->data);
     fine->data = NULL;
-    cut_solve(&g);
+    imagen__grid_cut_solve(g);
     size_t count = 0;
     for (size_t y = 0; y < fine->h; y++)
         for (size_t x = 0; x < fine->w; x++) {
             size_t i = y * fine->w + x;
-            uint8_t fg = fixed[i] ? fixed[i] == 2 : g.tree[(y + 1) * g.gw + x + 1] == TREE_SOURCE;
+            uint8_t fg = fixed[i] ? fixed[i] == 2 : imagen__grid_cut_source_side(g, x, y);
             fine->label[i] = fg;
             count += fg;
         }
-    cut_free(&g);
+    imagen__grid_cut_free(g);
     *subject = count;
     return NULL;
 }

@@ -5,6 +5,7 @@
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "backends/imageops/filter.h"
 #include "backends/imageops/pool.h"
@@ -168,6 +169,51 @@ test_guided_filter(void)
     imagen__pool_destroy(pool);
 }
 
+/* The invariant both strip-wise users rely on (enhance's denoise_luma and
+ * background_remove's write_alpha): filtering rows [lo, hi) alone, where
+ * [lo, hi) is [y0, y1) widened by 2 * radius rows each side (the reach of
+ * a box of a box) and clipped to the image, gives rows [y0, y1) bit for bit
+ * as the whole-image filter does. Guide and source are varied in scale
+ * (the running sums must not depend on where the strip starts). */
+static void
+test_guided_filter_strips_match_whole(void)
+{
+    imagen__pool *pool = NULL;
+    CHECK_OK(imagen__pool_create(2, &pool));
+    const size_t w = 37, h = 83;
+    float *guide = random_plane(w, h, 21), *src = random_plane(w, h, 22);
+    float *whole = imagen__plane_alloc(w, h), *sg = imagen__plane_alloc(w, h), *ss = imagen__plane_alloc(w, h);
+    for (size_t i = 0; i < w * h; i++) {
+        guide[i] = (float)(int)(guide[i] * 255.0f) / 255.0f * (i % 7 == 0 ? 1e-3f : 1.0f);
+        src[i] = i % 11 == 0 ? 0.0f : src[i] * src[i];
+    }
+    const size_t radii[] = {1, 2, 3, 5};
+    int bad = 0;
+    for (size_t ri = 0; ri < 4; ri++) {
+        const size_t r = radii[ri], halo = 2 * r;
+        for (int self = 0; self < 2; self++) {
+            const float *g = self ? src : guide;
+            CHECK_OK(imagen__guided_filter(pool, g, src, whole, w, h, r, 1e-3f));
+            for (size_t core = 2 * halo; core <= 2 * halo + 9; core += 3)
+                for (size_t y0 = 0; y0 < h; y0 += core) {
+                    size_t y1 = y0 + core < h ? y0 + core : h;
+                    size_t lo = y0 > halo ? y0 - halo : 0, hi = y1 + halo < h ? y1 + halo : h;
+                    memcpy(sg, g + lo * w, (hi - lo) * w * sizeof(float));
+                    memcpy(ss, src + lo * w, (hi - lo) * w * sizeof(float));
+                    CHECK_OK(imagen__guided_filter(pool, sg, ss, ss, w, hi - lo, r, 1e-3f));
+                    bad += memcmp(ss + (y0 - lo) * w, whole + y0 * w, (y1 - y0) * w * sizeof(float)) != 0;
+                }
+        }
+    }
+    CHECK_INT_EQ(bad, 0);
+    imagen__plane_free(guide);
+    imagen__plane_free(src);
+    imagen__plane_free(whole);
+    imagen__plane_free(sg);
+    imagen__plane_free(ss);
+    imagen__pool_destroy(pool);
+}
+
 static void
 test_resample(void)
 {
@@ -248,6 +294,7 @@ main(void)
     RUN(test_box_mean_matches_naive);
     RUN(test_gaussian_blur);
     RUN(test_guided_filter);
+    RUN(test_guided_filter_strips_match_whole);
     RUN(test_resample);
     RUN(test_colour_round_trip);
     TEST_MAIN_END();

@@ -73,8 +73,8 @@ read_ppm(const char *path, size_t *w, size_t *h)
     }
     unsigned long width, height, maxval;
     uint8_t *px = NULL;
-    if (fscanf(f, "P6 %lu %lu %lu", &width, &height, &maxval) == 3 && maxval == 255 && fgetc(f) != EOF &&
-        width > 0 && height > 0 && width < 65536 && height < 65536) {
+    if (fscanf(f, "P6 %lu %lu %lu", &width, &height, &maxval) == 3 && maxval == 255 && fgetc(f) != EOF && width > 0 &&
+        height > 0 && width < 65536 && height < 65536) {
         px = malloc(width * height * 3);
         if (px != NULL && fread(px, 1, width * height * 3, f) != width * height * 3) {
             free(px);
@@ -317,8 +317,8 @@ main(int argc, char **argv)
         if (rc == 0) {
             qsort(times, (size_t)runs, sizeof(double), cmp_double);
             double median = times[runs / 2];
-            printf("model=%s in=%zux%zu out=%zux%zu runs=%d median_s=%.4f min_s=%.4f out_mp_per_s=%.2f\n", model, w,
-                   h, out_w, out_h, runs, median, times[0], (double)(out_w * out_h) / 1e6 / median);
+            printf("model=%s in=%zux%zu out=%zux%zu runs=%d median_s=%.4f min_s=%.4f out_mp_per_s=%.2f\n", model, w, h,
+                   out_w, out_h, runs, median, times[0], (double)(out_w * out_h) / 1e6 / median);
         }
         free(times);
     }

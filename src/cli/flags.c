@@ -91,6 +91,8 @@ static const flag_row flag_table[] = {
      "Exit when start-up fails, including when a model fails to load."},
     {"exit-timeout-secs", NULL, FLAG_INT, OPT(exit_timeout_secs), "30", 0, SECS_MAX, NULL, "secs", 0,
      "On SIGINT/SIGTERM, wait at most this long for in-flight requests before exiting with status 1."},
+    {"allow-client-shm", NULL, FLAG_BOOL, OPT(allow_client_shm), "false", 0, 0, NULL, NULL, 0,
+     "Let clients register system shared-memory regions and pass tensors through them (both protocols)."},
     {"cpu-threads", NULL, FLAG_INT, OPT(cpu_threads), NULL, 0, THREADS_MAX, NULL, "n", 0,
      "Threads backends may use in total (default: the number of online CPU cores; 0 means the same)."},
 

@@ -43,6 +43,7 @@ typedef struct imagen_cli_options {
     bool disable_auto_complete_config;
     bool strict_readiness;       /* default true */
     bool exit_on_error;          /* default true */
+    bool allow_client_shm;       /* --allow-client-shm, default false */
     int exit_timeout_secs;       /* default 30 */
     const char *id;              /* default "triton" */
     int model_load_thread_count; /* default 4 */

@@ -25,6 +25,7 @@
 #include "grpc/grpc_frontend.h"
 #include "http/http.h"
 #include "imagen/server.h"
+#include "shm/shm.h"
 
 #define COMPONENT "cli"
 
@@ -40,6 +41,7 @@ typedef struct shutdown_ctx {
     imagen_http *http;       /* NULL when --allow-http=false */
     imagen_grpc *grpc;       /* NULL when --allow-grpc=false */
     imagen_metrics *metrics; /* NULL when --allow-metrics=false */
+    imagen_shm *shm;         /* NULL when --allow-client-shm=false; shared by HTTP and gRPC */
     int done_fd;             /* eventfd written when the thread finishes */
     size_t remaining;        /* requests still in flight when the drain gave up */
 } shutdown_ctx;
@@ -62,6 +64,7 @@ shutdown_main(void *arg)
         imagen_metrics_destroy(ctx->metrics);
         imagen_http_destroy(ctx->http);
         imagen_server_destroy(ctx->server);
+        imagen_shm_destroy(ctx->shm);
     }
     uint64_t one = 1;
     while (ctx->done_fd >= 0 && write(ctx->done_fd, &one, sizeof(one)) < 0 && errno == EINTR)
@@ -177,6 +180,7 @@ start_endpoints(const imagen_cli_options *opts, shutdown_ctx *ctx)
         ho.thread_count = opts->http_thread_count;
         ho.max_input_size = opts->http_max_input_size;
         ho.reuse_port = opts->reuse_http_port;
+        ho.shm = ctx->shm;
         err = imagen_http_start(ctx->server, &ho, &ctx->http);
         if (err != NULL) {
             IMAGEN_LOG_ERROR_(COMPONENT, "failed to start HTTP service at %s:%d: %s", ho.address, ho.port,
@@ -199,6 +203,7 @@ start_grpc(const imagen_cli_options *opts, shutdown_ctx *ctx)
     imagen_grpc_options_init(&go);
     go.address = opts->grpc_address;
     go.port = opts->grpc_port;
+    go.shm = ctx->shm;
     imagen_error *err = imagen_grpc_start(ctx->server, &go, &ctx->grpc);
     if (err != NULL) {
         IMAGEN_LOG_ERROR_(COMPONENT, "failed to start GRPC service at %s:%d: %s", go.address, go.port,
@@ -297,11 +302,21 @@ run(const imagen_cli_options *opts, const sigset_t *sigs)
         close(sfd);
         return EXIT_STARTUP_FAILED;
     }
+    /* One registry for both frontends: a region registered over HTTP is
+     * usable over gRPC, as in Triton. */
+    if (opts->allow_client_shm && (err = imagen_shm_create(&ctx.shm)) != NULL) {
+        IMAGEN_LOG_ERROR_(COMPONENT, "failed to create the shared-memory registry: %s", imagen_error_message(err));
+        imagen_error_free(err);
+        imagen_server_destroy(ctx.server);
+        close(sfd);
+        return EXIT_STARTUP_FAILED;
+    }
     if (!start_grpc(opts, &ctx) || !start_endpoints(opts, &ctx)) {
         imagen_grpc_destroy(ctx.grpc);
         imagen_metrics_destroy(ctx.metrics);
         imagen_http_destroy(ctx.http);
         imagen_server_destroy(ctx.server);
+        imagen_shm_destroy(ctx.shm);
         close(sfd);
         return EXIT_STARTUP_FAILED;
     }

@@ -87,8 +87,15 @@ imagen__grpc_server_metadata(imagen__grpc_call *c)
     Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
     r.name = (char *)imagen_server_id(imagen__grpc_server(c));
     r.version = (char *)IMAGEN_TRITON_COMPAT_VERSION;
-    r.n_extensions = sizeof(extensions) / sizeof(extensions[0]);
-    r.extensions = (char **)extensions;
+    /* system_shared_memory is listed only while clients may use it. */
+    const char *list[sizeof(extensions) / sizeof(extensions[0]) + 1];
+    size_t n = 0;
+    for (; n < sizeof(extensions) / sizeof(extensions[0]); n++)
+        list[n] = extensions[n];
+    if (imagen__grpc_shm(c) != NULL)
+        list[n++] = "system_shared_memory";
+    r.n_extensions = n;
+    r.extensions = (char **)list;
     imagen__grpc_reply_msg(c, &r.base);
 }
 
@@ -613,4 +620,95 @@ imagen__grpc_log_settings(imagen__grpc_call *c)
     r.n_settings = N;
     r.settings = ptrs;
     imagen__grpc_reply_msg(c, &r.base);
+}
+
+/* ======================================================================
+ * System shared memory (spec §2.2; registry in src/shm/)
+ * ==================================================================== */
+
+static imagen_error *
+shm_disabled(void)
+{
+    return imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
+                            "Client shared memory is disabled. Start the server with '--allow-client-shm=true' "
+                            "to enable.");
+}
+
+/* Status still answers while client shm is disabled: with no regions. */
+void
+imagen__grpc_shm_status(imagen__grpc_call *c)
+{
+    UNPACK_OR_REPLY(c, inference__system_shared_memory_status_request__descriptor,
+                    Inference__SystemSharedMemoryStatusRequest, req);
+    imagen_shm *shm = imagen__grpc_shm(c);
+    const char *name = req->name[0] ? req->name : NULL;
+    imagen_shm_region_status *st = NULL;
+    size_t n = 0;
+    imagen_error *err = NULL;
+    if (shm != NULL)
+        err = imagen_shm_status(shm, name, &st, &n);
+    else if (name != NULL)
+        err = imagen_error_new(IMAGEN_ERR_NOT_FOUND, "Unable to find system shared memory region: '%s'", name);
+    Inference__SystemSharedMemoryStatusResponse__RegionStatus *regions = n ? calloc(n, sizeof(*regions)) : NULL;
+    Inference__SystemSharedMemoryStatusResponse__RegionsEntry *entries = n ? calloc(n, sizeof(*entries)) : NULL;
+    Inference__SystemSharedMemoryStatusResponse__RegionsEntry **ptrs = n ? calloc(n, sizeof(*ptrs)) : NULL;
+    if (err == NULL && n && (regions == NULL || entries == NULL || ptrs == NULL))
+        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    if (err == NULL) {
+        for (size_t i = 0; i < n; i++) {
+            inference__system_shared_memory_status_response__region_status__init(&regions[i]);
+            regions[i].name = st[i].name;
+            regions[i].key = st[i].key;
+            regions[i].offset = st[i].offset;
+            regions[i].byte_size = st[i].byte_size;
+            inference__system_shared_memory_status_response__regions_entry__init(&entries[i]);
+            entries[i].key = st[i].name;
+            entries[i].value = &regions[i];
+            ptrs[i] = &entries[i];
+        }
+        Inference__SystemSharedMemoryStatusResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_RESPONSE__INIT;
+        r.n_regions = n;
+        r.regions = ptrs;
+        imagen__grpc_reply_msg(c, &r.base);
+    } else {
+        imagen__grpc_reply_error(c, err);
+    }
+    free(ptrs);
+    free(entries);
+    free(regions);
+    imagen_shm_status_free(st, n);
+    free_msg(req);
+}
+
+void
+imagen__grpc_shm_register(imagen__grpc_call *c)
+{
+    UNPACK_OR_REPLY(c, inference__system_shared_memory_register_request__descriptor,
+                    Inference__SystemSharedMemoryRegisterRequest, req);
+    imagen_shm *shm = imagen__grpc_shm(c);
+    imagen_error *err =
+        shm == NULL ? shm_disabled() : imagen_shm_register(shm, req->name, req->key, req->offset, req->byte_size);
+    if (err == NULL) {
+        Inference__SystemSharedMemoryRegisterResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_RESPONSE__INIT;
+        imagen__grpc_reply_msg(c, &r.base);
+    } else {
+        imagen__grpc_reply_error(c, err);
+    }
+    free_msg(req);
+}
+
+void
+imagen__grpc_shm_unregister(imagen__grpc_call *c)
+{
+    UNPACK_OR_REPLY(c, inference__system_shared_memory_unregister_request__descriptor,
+                    Inference__SystemSharedMemoryUnregisterRequest, req);
+    imagen_shm *shm = imagen__grpc_shm(c);
+    imagen_error *err = shm == NULL ? shm_disabled() : imagen_shm_unregister(shm, req->name[0] ? req->name : NULL);
+    if (err == NULL) {
+        Inference__SystemSharedMemoryUnregisterResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
+        imagen__grpc_reply_msg(c, &r.base);
+    } else {
+        imagen__grpc_reply_error(c, err);
+    }
+    free_msg(req);
 }

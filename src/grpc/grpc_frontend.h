@@ -18,6 +18,7 @@
 
 #include "imagen/error.h"
 #include "imagen/server.h"
+#include "shm/shm.h"
 
 #define IMAGEN_GRPC_DEFAULT_PORT 8001
 #define IMAGEN_GRPC_DEFAULT_CQ_THREADS 2 /* Triton's --grpc-infer-thread-count default */
@@ -31,6 +32,7 @@ typedef struct imagen_grpc_options {
     const char *address; /* default "0.0.0.0" */
     int port;            /* default 8001; 0 = pick a free port */
     int cq_threads;      /* completion-queue threads; default 2 */
+    imagen_shm *shm;     /* borrowed, must outlive the frontend; NULL = --allow-client-shm=false */
 } imagen_grpc_options;
 
 typedef struct imagen_grpc imagen_grpc;

@@ -7,7 +7,9 @@
  * core sees them without another copy; typed `contents` are converted into
  * owned buffers. Outputs always go in raw_output_contents, index-aligned with
  * `outputs`. A call cancelled by its client or its deadline cancels the
- * request if it is still queued.
+ * request if it is still queued. Inputs in a client's shared-memory region
+ * are read in place; outputs bound to a region are copied into it on
+ * completion and get an empty raw_output_contents entry.
  */
 #include "grpc/grpc_internal.h"
 
@@ -21,11 +23,22 @@
 typedef Inference__ModelInferRequest infer_msg;
 typedef Inference__ModelInferRequest__InferInputTensor infer_input;
 
+/* A requested output bound to a shared-memory region. */
+typedef struct shm_output {
+    const char *name; /* borrowed from msg */
+    void *addr;       /* where the output's bytes go */
+    uint64_t size;    /* bytes available at addr */
+} shm_output;
+
 typedef struct infer_state {
     infer_msg *msg;      /* owned; raw inputs point into it */
     imagen_request *req; /* owned reference */
     void **owned;        /* buffers converted from typed contents */
     size_t n_owned;
+    imagen_shm_ref **shm_refs; /* mappings inputs/outputs use; released after the request */
+    size_t n_shm_refs;
+    shm_output *shm_outs; /* one slot per requested output */
+    size_t n_shm_outs;
 } infer_state;
 
 static void
@@ -34,6 +47,11 @@ state_free(void *p)
     infer_state *st = p;
     if (st->req != NULL)
         imagen_request_release(st->req);
+    /* After the request: its inputs may point into these mappings. */
+    for (size_t i = 0; i < st->n_shm_refs; i++)
+        imagen_shm_release(st->shm_refs[i]);
+    free(st->shm_refs);
+    free(st->shm_outs);
     for (size_t i = 0; i < st->n_owned; i++)
         free(st->owned[i]);
     free(st->owned);
@@ -61,6 +79,95 @@ shm_disabled(void)
 /* ======================================================================
  * Request decoding
  * ==================================================================== */
+
+/* Inputs and requested outputs have distinct parameter-entry types; these
+ * read entry i of either as (key, value). */
+typedef const Inference__InferParameter *(*param_at_fn)(const void *params, size_t i, const char **key);
+
+static const Inference__InferParameter *
+input_param_at(const void *params, size_t i, const char **key)
+{
+    const Inference__ModelInferRequest__InferInputTensor__ParametersEntry *const *e = params;
+    *key = e[i]->key;
+    return e[i]->value;
+}
+
+static const Inference__InferParameter *
+output_param_at(const void *params, size_t i, const char **key)
+{
+    const Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry *const *e = params;
+    *key = e[i]->key;
+    return e[i]->value;
+}
+
+/* Reads an unsigned shm parameter (int64_param >= 0 or uint64_param). */
+static imagen_error *
+shm_param_u64(const char *key, const Inference__InferParameter *v, const char *what, const char *name, uint64_t *out)
+{
+    if (v != NULL && v->parameter_choice_case == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM &&
+        v->int64_param >= 0) {
+        *out = (uint64_t)v->int64_param;
+        return NULL;
+    }
+    if (v != NULL && v->parameter_choice_case == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM) {
+        *out = v->uint64_param;
+        return NULL;
+    }
+    return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s '%s': '%s' must be a non-negative int64_param", what, name,
+                            key);
+}
+
+/* Looks at the shared_memory_* parameters of an input or requested output.
+ * *addr stays NULL when there are none; otherwise it is resolved in the
+ * registry and the call keeps the mapping referenced until it is freed. */
+static imagen_error *
+shm_resolve(imagen__grpc_call *c, const void *params, param_at_fn param_at, size_t n_params, const char *what,
+            const char *name, void **addr, uint64_t *size)
+{
+    infer_state *st = c->state;
+    const char *region = NULL;
+    bool has_size = false;
+    uint64_t offset = 0;
+    *addr = NULL;
+    *size = 0;
+    bool any = false;
+    for (size_t p = 0; p < n_params; p++) {
+        const char *key = NULL;
+        const Inference__InferParameter *v = param_at(params, p, &key);
+        if (strncmp(key, "shared_memory_", 14) != 0)
+            continue;
+        any = true;
+        if (imagen__grpc_shm(c) == NULL)
+            return shm_disabled();
+        if (strcmp(key, "shared_memory_region") == 0) {
+            if (v == NULL || v->parameter_choice_case != INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "%s '%s': 'shared_memory_region' must be a string_param", what, name);
+            region = v->string_param;
+        } else if (strcmp(key, "shared_memory_byte_size") == 0) {
+            IMAGEN_RETURN_IF_ERROR(shm_param_u64(key, v, what, name, size));
+            has_size = true;
+        } else if (strcmp(key, "shared_memory_offset") == 0) {
+            IMAGEN_RETURN_IF_ERROR(shm_param_u64(key, v, what, name, &offset));
+        }
+    }
+    if (!any)
+        return NULL;
+    if (region == NULL || !has_size)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "%s '%s': shared memory needs both 'shared_memory_region' and "
+                                "'shared_memory_byte_size'",
+                                what, name);
+    if (st->shm_refs == NULL) {
+        st->shm_refs = calloc(IMAGEN_REQUEST_MAX_INPUTS + IMAGEN_REQUEST_MAX_OUTPUTS, sizeof(imagen_shm_ref *));
+        if (st->shm_refs == NULL)
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    IMAGEN_RETURN_IF_ERROR(
+        imagen_shm_acquire(imagen__grpc_shm(c), region, offset, *size, addr, &st->shm_refs[st->n_shm_refs]));
+    st->n_shm_refs++;
+    return NULL;
+}
 
 static const char *
 param_kind_name(int which)
@@ -287,7 +394,7 @@ convert_contents(infer_state *st, const infer_input *in, imagen_datatype dt, uin
 }
 
 static imagen_error *
-parse_inputs(infer_state *st)
+parse_inputs(imagen__grpc_call *c, infer_state *st)
 {
     const infer_msg *msg = st->msg;
     const char *model = msg->model_name;
@@ -301,9 +408,15 @@ parse_inputs(infer_state *st)
                                     "contents field must not be specified when using raw_input_contents for '%s' "
                                     "for model '%s'",
                                     in->name, model);
-        for (size_t p = 0; p < in->n_parameters; p++)
-            if (strncmp(in->parameters[p]->key, "shared_memory_", 14) == 0)
-                return shm_disabled();
+        void *shm_addr = NULL;
+        uint64_t shm_size = 0;
+        IMAGEN_RETURN_IF_ERROR(
+            shm_resolve(c, in->parameters, input_param_at, in->n_parameters, "input", in->name, &shm_addr, &shm_size));
+        if (shm_addr != NULL && in->contents != NULL)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                    "contents field must not be specified when using shared memory for '%s' for "
+                                    "model '%s'",
+                                    in->name, model);
         imagen_datatype dt = imagen_datatype_from_name(in->datatype, strlen(in->datatype));
         if (dt == IMAGEN_TYPE_INVALID)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid datatype '%.64s' for input '%s' of model '%s'",
@@ -323,7 +436,11 @@ parse_inputs(infer_state *st)
                                     in->name, (uint64_t)IMAGEN_REQUEST_MAX_ELEMENTS);
         const void *data = NULL;
         size_t size = 0;
-        if (in->contents != NULL) {
+        if (shm_addr != NULL) {
+            /* Zero copy: the request reads the client's region in place. */
+            data = shm_addr;
+            size = (size_t)shm_size;
+        } else if (in->contents != NULL) {
             IMAGEN_RETURN_IF_ERROR(convert_contents(st, in, dt, elems, &data, &size));
         } else if (raw_next < msg->n_raw_input_contents) {
             /* Zero copy: the core borrows the bytes of the unpacked message. */
@@ -345,7 +462,7 @@ parse_inputs(infer_state *st)
 }
 
 static imagen_error *
-parse_outputs(infer_state *st)
+parse_outputs(imagen__grpc_call *c, infer_state *st)
 {
     const infer_msg *msg = st->msg;
     if (msg->n_outputs > IMAGEN_REQUEST_MAX_OUTPUTS)
@@ -353,10 +470,17 @@ parse_outputs(infer_state *st)
                                 IMAGEN_REQUEST_MAX_OUTPUTS);
     for (size_t i = 0; i < msg->n_outputs; i++) {
         const Inference__ModelInferRequest__InferRequestedOutputTensor *o = msg->outputs[i];
+        void *shm_addr = NULL;
+        uint64_t shm_size = 0;
+        IMAGEN_RETURN_IF_ERROR(
+            shm_resolve(c, o->parameters, output_param_at, o->n_parameters, "output", o->name, &shm_addr, &shm_size));
+        if (shm_addr != NULL) {
+            if (st->shm_outs == NULL && (st->shm_outs = calloc(msg->n_outputs, sizeof(shm_output))) == NULL)
+                return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+            st->shm_outs[st->n_shm_outs++] = (shm_output){o->name, shm_addr, shm_size};
+        }
         for (size_t p = 0; p < o->n_parameters; p++) {
             const char *key = o->parameters[p]->key;
-            if (strncmp(key, "shared_memory_", 14) == 0)
-                return shm_disabled();
             if (strcmp(key, "classification") == 0)
                 return imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
                                         "the classification extension is not served over gRPC yet (output '%s')",
@@ -388,14 +512,35 @@ encode_response(imagen__grpc_call *c, const imagen_response *resp)
     }
     for (size_t i = 0; i < n; i++) {
         const imagen_tensor *t = imagen_response_output(resp, i);
+        const shm_output *so = NULL;
+        for (size_t k = 0; k < st->n_shm_outs && so == NULL; k++)
+            if (strcmp(st->shm_outs[k].name, t->name) == 0)
+                so = &st->shm_outs[k];
+        if (so != NULL && t->byte_size > so->size) {
+            free(outs);
+            free(ptrs);
+            free(raw);
+            imagen__grpc_reply_error(c, imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                                         "shared memory size specified with the request for output "
+                                                         "'%s' (%" PRIu64 " bytes) should be at least %zu bytes to "
+                                                         "hold the results",
+                                                         t->name, so->size, t->byte_size));
+            return;
+        }
         inference__model_infer_response__infer_output_tensor__init(&outs[i]);
         outs[i].name = (char *)t->name;
         outs[i].datatype = (char *)imagen_datatype_name(t->datatype);
         outs[i].n_shape = t->rank;
         outs[i].shape = (int64_t *)t->shape;
         ptrs[i] = &outs[i];
-        raw[i].data = (uint8_t *)t->data;
-        raw[i].len = t->byte_size;
+        if (so != NULL) {
+            /* The bytes go to the region; the raw entry stays empty. */
+            if (t->byte_size)
+                memcpy(so->addr, t->data, t->byte_size);
+        } else {
+            raw[i].data = (uint8_t *)t->data;
+            raw[i].len = t->byte_size;
+        }
     }
     char version[24];
     snprintf(version, sizeof(version), "%" PRId64, imagen_response_model_version(resp));
@@ -454,9 +599,9 @@ imagen__grpc_model_infer(imagen__grpc_call *c)
     if (err == NULL)
         err = parse_request_parameters(st);
     if (err == NULL)
-        err = parse_inputs(st);
+        err = parse_inputs(c, st);
     if (err == NULL)
-        err = parse_outputs(st);
+        err = parse_outputs(c, st);
     if (err == NULL) {
         /* Set before submitting: the close event may arrive at any time. */
         c->on_cancel = on_cancel;

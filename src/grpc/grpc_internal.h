@@ -69,6 +69,8 @@ struct imagen__grpc_call {
 /* ---- grpc_server.c ---- */
 
 imagen_server *imagen__grpc_server(const imagen__grpc_call *c);
+/* The shared-memory registry (borrowed); NULL when client shm is disabled. */
+imagen_shm *imagen__grpc_shm(const imagen__grpc_call *c);
 
 /* Reads and unpacks the request message. Returns owned (free with
  * protobuf_c_message_free_unpacked) or an INVALID_ARG error. */
@@ -98,6 +100,9 @@ void imagen__grpc_repository_index(imagen__grpc_call *c);
 void imagen__grpc_repository_load(imagen__grpc_call *c);
 void imagen__grpc_repository_unload(imagen__grpc_call *c);
 void imagen__grpc_log_settings(imagen__grpc_call *c);
+void imagen__grpc_shm_status(imagen__grpc_call *c);
+void imagen__grpc_shm_register(imagen__grpc_call *c);
+void imagen__grpc_shm_unregister(imagen__grpc_call *c);
 
 /* ---- grpc_infer.c ---- */
 void imagen__grpc_model_infer(imagen__grpc_call *c);

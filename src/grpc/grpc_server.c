@@ -49,9 +49,9 @@ static const imagen__grpc_method methods[] = {
     {SVC "RepositoryIndex", imagen__grpc_repository_index, false, SLOTS_ADMIN},
     {SVC "RepositoryModelLoad", imagen__grpc_repository_load, false, SLOTS_ADMIN},
     {SVC "RepositoryModelUnload", imagen__grpc_repository_unload, false, SLOTS_ADMIN},
-    {SVC "SystemSharedMemoryStatus", NULL, false, SLOTS_ADMIN},
-    {SVC "SystemSharedMemoryRegister", NULL, false, SLOTS_ADMIN},
-    {SVC "SystemSharedMemoryUnregister", NULL, false, SLOTS_ADMIN},
+    {SVC "SystemSharedMemoryStatus", imagen__grpc_shm_status, false, SLOTS_ADMIN},
+    {SVC "SystemSharedMemoryRegister", imagen__grpc_shm_register, false, SLOTS_ADMIN},
+    {SVC "SystemSharedMemoryUnregister", imagen__grpc_shm_unregister, false, SLOTS_ADMIN},
     {SVC "CudaSharedMemoryStatus", NULL, false, SLOTS_ADMIN},
     {SVC "CudaSharedMemoryRegister", NULL, false, SLOTS_ADMIN},
     {SVC "CudaSharedMemoryUnregister", NULL, false, SLOTS_ADMIN},
@@ -64,6 +64,7 @@ static const imagen__grpc_method methods[] = {
 
 struct imagen_grpc {
     imagen_server *srv;
+    imagen_shm *shm; /* borrowed; NULL = client shared memory disabled */
     grpc_server *server;
     void *method_handles[METHOD_COUNT];
     grpc_completion_queue **cqs;
@@ -83,6 +84,12 @@ imagen_server *
 imagen__grpc_server(const imagen__grpc_call *c)
 {
     return c->grpc->srv;
+}
+
+imagen_shm *
+imagen__grpc_shm(const imagen__grpc_call *c)
+{
+    return c->grpc->shm;
 }
 
 void
@@ -405,6 +412,7 @@ imagen_grpc_start(imagen_server *srv, const imagen_grpc_options *opts, imagen_gr
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     }
     g->srv = srv;
+    g->shm = opts->shm;
     g->shutdown_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_SHUTDOWN, NULL};
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->cond, NULL);

@@ -15,6 +15,7 @@
 
 #include "imagen/error.h"
 #include "imagen/server.h"
+#include "shm/shm.h"
 
 #define IMAGEN_HTTP_DEFAULT_PORT 8000
 #define IMAGEN_METRICS_DEFAULT_PORT 8002
@@ -27,6 +28,7 @@ typedef struct imagen_http_options {
     int thread_count;      /* --http-thread-count, default 8 */
     size_t max_input_size; /* --http-max-input-size */
     bool reuse_port;       /* --reuse-http-port */
+    imagen_shm *shm;       /* borrowed, must outlive the frontend; NULL = --allow-client-shm=false */
 } imagen_http_options;
 
 typedef struct imagen_metrics_options {

@@ -2,7 +2,7 @@
  * The non-inference KServe v2 endpoints (spec §1.3-§1.8, §1.13, §1.15):
  * health, server and model metadata, model readiness, model configuration,
  * statistics, the model repository extension, logging settings and the
- * (disabled) shared-memory API. Replies are rendered by hand into
+ * system shared-memory API (registry in src/shm/; 501 unless enabled). Replies are rendered by hand into
  * imagen_buf; request bodies are parsed with jansson. Called on network
  * threads, except load/unload, which block until the model is loaded and
  * therefore run on a helper thread of the server glue.
@@ -86,7 +86,7 @@ health(imagen_server *srv, bool ready, imagen__http_reply *reply)
 }
 
 static void
-server_metadata(imagen_server *srv, imagen__http_reply *reply)
+server_metadata(imagen_server *srv, bool shm_enabled, imagen__http_reply *reply)
 {
     imagen_buf *b = &reply->body;
     imagen_buf_append_char(b, '{');
@@ -101,6 +101,10 @@ server_metadata(imagen_server *srv, imagen__http_reply *reply)
             imagen_buf_append_char(b, ',');
         append_str(b, extensions[i]);
     }
+    /* Listed only while clients may use it: a client probing for the
+     * extension then knows whether registering will work. */
+    if (shm_enabled)
+        imagen_buf_append_str(b, ",\"system_shared_memory\"");
     imagen_buf_append_str(b, "]}");
     reply->json = true;
 }
@@ -530,12 +534,117 @@ logging(bool post, const char *body, size_t len, imagen__http_reply *reply)
 }
 
 /* ======================================================================
+ * Shared memory (spec §1.13)
+ * ==================================================================== */
+
+/* Reads a register body's unsigned field; a missing optional one is 0. */
+static imagen_error *
+register_u64(const json_t *root, const char *key, bool required, uint64_t *out)
+{
+    const json_t *v = json_object_get(root, key);
+    *out = 0;
+    if (v == NULL && !required)
+        return NULL;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "Shared memory register request requires '%s' as a non-negative integer", key);
+    *out = (uint64_t)json_integer_value(v);
+    return NULL;
+}
+
+static imagen_error *
+shm_register(imagen_shm *shm, const char *name, const char *body, size_t body_len)
+{
+    json_t *root = NULL;
+    IMAGEN_RETURN_IF_ERROR(parse_body(body, body_len, &root));
+    imagen_error *err = NULL;
+    const json_t *key = root ? json_object_get(root, "key") : NULL;
+    uint64_t offset = 0, byte_size = 0;
+    if (!json_is_string(key))
+        err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Shared memory register request requires 'key' as a string");
+    if (err == NULL)
+        err = register_u64(root, "offset", false, &offset);
+    if (err == NULL)
+        err = register_u64(root, "byte_size", true, &byte_size);
+    if (err == NULL)
+        err = imagen_shm_register(shm, name, json_string_value(key), offset, byte_size);
+    json_decref(root);
+    return err;
+}
+
+static void
+shm_status(const imagen_shm_region_status *st, size_t n, imagen__http_reply *reply)
+{
+    imagen_buf *b = &reply->body;
+    imagen_buf_append_char(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            imagen_buf_append_char(b, ',');
+        imagen_buf_append_char(b, '{');
+        append_key(b, "name");
+        append_str(b, st[i].name);
+        imagen_buf_append_str(b, ",\"key\":");
+        append_str(b, st[i].key);
+        imagen_buf_append_str(b, ",\"offset\":");
+        imagen_buf_append_u64(b, st[i].offset);
+        imagen_buf_append_str(b, ",\"byte_size\":");
+        imagen_buf_append_u64(b, st[i].byte_size);
+        imagen_buf_append_char(b, '}');
+    }
+    imagen_buf_append_char(b, ']');
+    reply->json = true;
+}
+
+/* The system and CUDA shm endpoints. Without a registry (client shm
+ * disabled) status still answers, with no regions, and the rest is 501.
+ * CUDA regions are never supported: status is empty, register is 501. */
+static imagen_error *
+shared_memory(imagen_shm *shm, const imagen__http_route *route, const char *body, size_t body_len,
+              imagen__http_reply *reply)
+{
+    char *name = NULL;
+    if (route->region != NULL && (name = strndup(route->region, route->region_len)) == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    imagen_error *err = NULL;
+    if (route->kind == IMAGEN_HTTP_ROUTE_SHM_STATUS) {
+        if (shm == NULL || route->cuda_shm) {
+            if (name != NULL)
+                err = imagen_error_new(IMAGEN_ERR_NOT_FOUND, "Unable to find %s shared memory region: '%s'",
+                                       route->cuda_shm ? "cuda" : "system", name);
+            else
+                shm_status(NULL, 0, reply);
+        } else {
+            imagen_shm_region_status *st = NULL;
+            size_t n = 0;
+            err = imagen_shm_status(shm, name, &st, &n);
+            if (err == NULL)
+                shm_status(st, n, reply);
+            imagen_shm_status_free(st, n);
+        }
+    } else if (shm == NULL) {
+        err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
+                               "Client shared memory is disabled. Start the server with '--allow-client-shm=true' "
+                               "to enable.");
+    } else if (route->cuda_shm) {
+        /* Nothing is ever registered, so unregistering succeeds. */
+        if (route->kind == IMAGEN_HTTP_ROUTE_SHM_REGISTER)
+            err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED, "CUDA shared memory is not supported by this server");
+    } else if (route->kind == IMAGEN_HTTP_ROUTE_SHM_REGISTER) {
+        err = shm_register(shm, name, body, body_len);
+    } else {
+        err = imagen_shm_unregister(shm, name);
+    }
+    free(name);
+    return err;
+}
+
+/* ======================================================================
  * Dispatch
  * ==================================================================== */
 
 void
-imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, const char *model, const char *body,
-                          size_t body_len, imagen__http_reply *reply)
+imagen__http_admin_handle(imagen_server *srv, imagen_shm *shm, const imagen__http_route *route, const char *model,
+                          const char *body, size_t body_len, imagen__http_reply *reply)
 {
     imagen_error *err = NULL;
     reply->status = 200;
@@ -548,7 +657,7 @@ imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, c
         health(srv, true, reply);
         return;
     case IMAGEN_HTTP_ROUTE_SERVER_METADATA:
-        server_metadata(srv, reply);
+        server_metadata(srv, shm != NULL, reply);
         return;
     case IMAGEN_HTTP_ROUTE_MODEL_METADATA:
         err = model_metadata(srv, model, route->version, reply);
@@ -579,18 +688,9 @@ imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, c
         err = logging(body != NULL, body, body_len, reply);
         break;
     case IMAGEN_HTTP_ROUTE_SHM_STATUS:
-        if (route->region != NULL)
-            err = imagen_error_new(IMAGEN_ERR_NOT_FOUND, "Unable to find %s shared memory region: '%.*s'",
-                                   route->cuda_shm ? "cuda" : "system", (int)route->region_len, route->region);
-        else {
-            imagen_buf_append_str(&reply->body, "[]");
-            reply->json = true;
-        }
-        break;
-    case IMAGEN_HTTP_ROUTE_SHM_DISABLED:
-        err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
-                               "Client shared memory is disabled. Start the server with '--allow-client-shm=true' "
-                               "to enable.");
+    case IMAGEN_HTTP_ROUTE_SHM_REGISTER:
+    case IMAGEN_HTTP_ROUTE_SHM_UNREGISTER:
+        err = shared_memory(shm, route, body, body_len, reply);
         break;
     case IMAGEN_HTTP_ROUTE_BAD_VERSION:
         err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,

@@ -5,7 +5,9 @@
  * network threads; never blocks and never touches sockets. Binary input
  * tensors point straight into the received body (zero copy), so the body
  * must outlive the request; every size taken from the wire is checked
- * against the bytes actually present before it is used.
+ * against the bytes actually present before it is used. Tensors in a
+ * client's shared-memory region (spec §1.13) are read in place; outputs
+ * bound to a region are copied into it when the response is encoded.
  */
 #include "http/http_internal.h"
 
@@ -22,6 +24,8 @@ typedef struct out_spec {
     char *name;
     bool binary;             /* parameters.binary_data */
     uint64_t classification; /* parameters.classification; 0 = none */
+    void *shm_addr;          /* region bytes the output goes to; NULL = not shm */
+    uint64_t shm_size;       /* bytes available at shm_addr */
 } out_spec;
 
 struct imagen__http_infer {
@@ -30,10 +34,13 @@ struct imagen__http_infer {
     size_t n_owned;
     out_spec *outs; /* requested outputs, in request order */
     size_t n_outs;
-    bool binary_default; /* binary_data_output: outputs not listed */
-    bool raw;            /* raw binary request: every output binary */
-    char *id;            /* "" when none */
-    char *model;         /* the model name as requested */
+    bool binary_default;       /* binary_data_output: outputs not listed */
+    bool raw;                  /* raw binary request: every output binary */
+    char *id;                  /* "" when none */
+    char *model;               /* the model name as requested */
+    imagen_shm *shm;           /* borrowed registry; NULL = client shm disabled */
+    imagen_shm_ref **shm_refs; /* mappings the request reads or writes; released at free */
+    size_t n_shm_refs;
 };
 
 /* ======================================================================
@@ -181,6 +188,49 @@ shm_disabled(void)
                             "to enable.");
 }
 
+/* Reads an unsigned shm parameter: a JSON integer >= 0, or one above
+ * INT64_MAX (tagged by the big-integer rewrite), so that huge offsets reach
+ * the bounds check instead of failing as "not a number". */
+static imagen_error *
+shm_u64(const json_t *params, const char *key, bool required, const char *what, const char *name, uint64_t *out)
+{
+    const json_t *v = json_object_get(params, key);
+    *out = 0;
+    if (v == NULL && !required)
+        return NULL;
+    if (v != NULL && (json_as_u64(v, out) || imagen__http_json_big_uint(v, out)))
+        return NULL;
+    return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s '%s': '%s' must be a non-negative integer", what, name, key);
+}
+
+/* Resolves the shared_memory_* parameters of input or output `name` to an
+ * address inside a registered region; the infer object keeps the mapping
+ * referenced until it is freed, so unregistering meanwhile is harmless. */
+static imagen_error *
+shm_resolve(imagen__http_infer *inf, const json_t *params, const char *what, const char *name, void **addr,
+            uint64_t *size)
+{
+    if (inf->shm == NULL)
+        return shm_disabled();
+    const json_t *region = json_object_get(params, "shared_memory_region");
+    if (!json_is_string(region))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s '%s': 'shared_memory_region' must be a string", what, name);
+    uint64_t offset;
+    IMAGEN_RETURN_IF_ERROR(shm_u64(params, "shared_memory_byte_size", true, what, name, size));
+    IMAGEN_RETURN_IF_ERROR(shm_u64(params, "shared_memory_offset", false, what, name, &offset));
+    if (inf->shm_refs == NULL) {
+        inf->shm_refs = calloc(IMAGEN_REQUEST_MAX_INPUTS + IMAGEN_REQUEST_MAX_OUTPUTS, sizeof(imagen_shm_ref *));
+        if (inf->shm_refs == NULL)
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    if (inf->n_shm_refs == IMAGEN_REQUEST_MAX_INPUTS + IMAGEN_REQUEST_MAX_OUTPUTS)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many shared-memory tensors");
+    IMAGEN_RETURN_IF_ERROR(
+        imagen_shm_acquire(inf->shm, json_string_value(region), offset, *size, addr, &inf->shm_refs[inf->n_shm_refs]));
+    inf->n_shm_refs++;
+    return NULL;
+}
+
 /* Parses "shape" into shape[]; every dimension must be a non-negative int. */
 static imagen_error *
 parse_shape(const json_t *js, const char *name, int64_t *shape, size_t *rank)
@@ -250,21 +300,29 @@ parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char 
                                 (uint64_t)IMAGEN_REQUEST_MAX_ELEMENTS);
 
     const json_t *params = json_object_get(in, "parameters");
-    const json_t *jsize = NULL;
+    const json_t *jsize = NULL, *jregion = NULL;
     if (params != NULL) {
         if (!json_is_object(params))
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "Unable to parse 'parameters' of input '%s': expected an object", name);
         jsize = json_object_get(params, "binary_data_size");
-        if (json_object_get(params, "shared_memory_region") != NULL)
+        jregion = json_object_get(params, "shared_memory_region");
+        if (jregion != NULL && inf->shm == NULL)
             return shm_disabled();
     }
     const json_t *data = json_object_get(in, "data");
-    if ((data != NULL) == (jsize != NULL))
+    if ((data != NULL) + (jsize != NULL) + (jregion != NULL) != 1)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                 "Input must set only one of the following fields: 'data', 'binary_data_size' in "
                                 "'parameters', 'shared_memory_region' in 'parameters' (input '%s')",
                                 name);
+    if (jregion != NULL) {
+        /* Zero copy: the request reads the client's region in place. */
+        void *addr = NULL;
+        uint64_t size = 0;
+        IMAGEN_RETURN_IF_ERROR(shm_resolve(inf, params, "input", name, &addr, &size));
+        return imagen_request_add_input(inf->req, name, dt, shape, rank, size ? addr : NULL, (size_t)size);
+    }
     if (jsize != NULL) {
         uint64_t size;
         if (!json_as_u64(jsize, &size))
@@ -332,8 +390,19 @@ parse_outputs(imagen__http_infer *inf, const json_t *outs)
                                         "Unable to parse 'classification' of output '%s': expected an unsigned "
                                         "integer",
                                         name);
-            if (json_object_get(params, "shared_memory_region") != NULL)
-                return shm_disabled();
+            if (json_object_get(params, "shared_memory_region") != NULL) {
+                if (s->classification > 0)
+                    return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                            "Output can't set both 'shared_memory_region' and 'classification' "
+                                            "(output '%s')",
+                                            name);
+                if (s->binary)
+                    return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                            "Output can't set both 'shared_memory_region' and 'binary_data' "
+                                            "(output '%s')",
+                                            name);
+                IMAGEN_RETURN_IF_ERROR(shm_resolve(inf, params, "output", name, &s->shm_addr, &s->shm_size));
+            }
         }
         IMAGEN_RETURN_IF_ERROR(imagen_request_add_requested_output(inf->req, name));
     }
@@ -577,13 +646,15 @@ build_raw(imagen__http_infer *inf, const char *body, size_t body_len)
 }
 
 imagen_error *
-imagen__http_infer_build(imagen_server *srv, const char *model, int64_t version, const char *body, size_t body_len,
-                         bool has_header_len, size_t header_len, size_t max_input_bytes, imagen__http_infer **out)
+imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, const char *model, int64_t version, const char *body,
+                         size_t body_len, bool has_header_len, size_t header_len, size_t max_input_bytes,
+                         imagen__http_infer **out)
 {
     *out = NULL;
     imagen__http_infer *inf = calloc(1, sizeof(*inf));
     if (inf == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    inf->shm = shm;
     inf->model = strdup(model);
     if (inf->model == NULL) {
         free(inf);
@@ -620,6 +691,10 @@ imagen__http_infer_free(imagen__http_infer *inf)
         return;
     if (inf->req)
         imagen_request_release(inf->req);
+    /* After the request: its inputs may point into these mappings. */
+    for (size_t i = 0; i < inf->n_shm_refs; i++)
+        imagen_shm_release(inf->shm_refs[i]);
+    free(inf->shm_refs);
     for (size_t i = 0; i < inf->n_owned; i++)
         free(inf->owned[i]);
     free(inf->owned);
@@ -869,6 +944,17 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
             view.data = cls[i].data;
             view.byte_size = cls[i].len;
         }
+        if (spec && spec->shm_addr != NULL) {
+            if (view.byte_size > spec->shm_size) {
+                err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                       "shared memory size specified with the request for output '%s' (%" PRIu64
+                                       " bytes) should be at least %zu bytes to hold the results",
+                                       view.name, spec->shm_size, view.byte_size);
+                break;
+            }
+            if (view.byte_size)
+                memcpy(spec->shm_addr, view.data, view.byte_size);
+        }
         if (i)
             imagen_buf_append_char(out, ',');
         imagen_buf_append_str(out, "{\"name\":");
@@ -877,7 +963,10 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
         imagen_buf_append_str(out, imagen_datatype_name(view.datatype));
         imagen_buf_append_str(out, "\",\"shape\":");
         imagen__http_json_append_shape(out, view.shape, view.rank);
-        if (binary) {
+        if (spec && spec->shm_addr != NULL) {
+            /* The data went into the region: name, datatype and shape only. */
+            imagen_buf_append_char(out, '}');
+        } else if (binary) {
             imagen_buf_append_str(out, ",\"parameters\":{\"binary_data_size\":");
             imagen_buf_append_u64(out, view.byte_size);
             imagen_buf_append_str(out, "}}");

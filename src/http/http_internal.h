@@ -42,9 +42,10 @@ typedef enum {
     IMAGEN_HTTP_ROUTE_REPO_LOAD,
     IMAGEN_HTTP_ROUTE_REPO_UNLOAD,
     IMAGEN_HTTP_ROUTE_LOGGING,
-    IMAGEN_HTTP_ROUTE_SHM_STATUS,   /* system / CUDA shm status (always empty) */
-    IMAGEN_HTTP_ROUTE_SHM_DISABLED, /* register / unregister: 501 */
-    IMAGEN_HTTP_ROUTE_BAD_VERSION   /* digits that overflow int64: 400 */
+    IMAGEN_HTTP_ROUTE_SHM_STATUS,     /* system / CUDA shm status */
+    IMAGEN_HTTP_ROUTE_SHM_REGISTER,   /* 501 unless --allow-client-shm */
+    IMAGEN_HTTP_ROUTE_SHM_UNREGISTER, /* 501 unless --allow-client-shm */
+    IMAGEN_HTTP_ROUTE_BAD_VERSION     /* digits that overflow int64: 400 */
 } imagen__http_route_kind;
 
 #define IMAGEN_HTTP_METHOD_GET 1u
@@ -163,10 +164,13 @@ imagen_error *imagen__http_parse_header_length(const char *value, size_t body_le
  * (already decompressed). `header_len` is the JSON part's length when
  * has_header_len (0 = raw binary request), else the whole body is JSON.
  * Input tensors of the request point into `body`, which must outlive the
- * request. On success *out is owned; free with imagen__http_infer_free(). */
-imagen_error *imagen__http_infer_build(imagen_server *srv, const char *model, int64_t version, const char *body,
-                                       size_t body_len, bool has_header_len, size_t header_len, size_t max_input_bytes,
-                                       imagen__http_infer **out);
+ * request. Inputs and outputs naming a shared-memory region are resolved in
+ * `shm` (NULL: client shm disabled, such requests fail with UNSUPPORTED); the
+ * infer object keeps those mappings alive until it is freed.
+ * On success *out is owned; free with imagen__http_infer_free(). */
+imagen_error *imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, const char *model, int64_t version,
+                                       const char *body, size_t body_len, bool has_header_len, size_t header_len,
+                                       size_t max_input_bytes, imagen__http_infer **out);
 
 /* The request to submit (borrowed; owned by the infer object). */
 imagen_request *imagen__http_infer_request(imagen__http_infer *inf);
@@ -200,8 +204,8 @@ typedef struct imagen__http_reply {
 /* Fills `reply` for a non-inference route. `model` is the decoded model name
  * (NULL when the route has none). May block (load/unload): the caller runs
  * those off the network threads. */
-void imagen__http_admin_handle(imagen_server *srv, const imagen__http_route *route, const char *model, const char *body,
-                               size_t body_len, imagen__http_reply *reply);
+void imagen__http_admin_handle(imagen_server *srv, imagen_shm *shm, const imagen__http_route *route, const char *model,
+                               const char *body, size_t body_len, imagen__http_reply *reply);
 
 /* Fills `reply` with the error's JSON body and its HTTP status (the one place
  * that maps error codes to statuses); consumes `err`. */

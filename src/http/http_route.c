@@ -200,9 +200,9 @@ match_shm(const segment *segs, size_t n, imagen__http_route *out)
     if (seg_is(&segs[i], "status")) {
         set_kind(out, IMAGEN_HTTP_ROUTE_SHM_STATUS, IMAGEN_HTTP_METHOD_GET);
     } else if (seg_is(&segs[i], "unregister")) {
-        set_kind(out, IMAGEN_HTTP_ROUTE_SHM_DISABLED, IMAGEN_HTTP_METHOD_POST);
+        set_kind(out, IMAGEN_HTTP_ROUTE_SHM_UNREGISTER, IMAGEN_HTTP_METHOD_POST);
     } else if (seg_is(&segs[i], "register") && out->region != NULL) {
-        set_kind(out, IMAGEN_HTTP_ROUTE_SHM_DISABLED, IMAGEN_HTTP_METHOD_POST);
+        set_kind(out, IMAGEN_HTTP_ROUTE_SHM_REGISTER, IMAGEN_HTTP_METHOD_POST);
     } else {
         out->region = NULL;
     }

@@ -40,6 +40,7 @@
 
 struct imagen_http {
     imagen_server *srv; /* borrowed */
+    imagen_shm *shm;    /* borrowed; NULL = client shared memory disabled */
     struct MHD_Daemon *daemon;
     imagen__http_watch *watch;
     size_t max_input; /* bytes */
@@ -179,8 +180,8 @@ start_infer(http_req *r, const char *body, size_t len)
         if (err != NULL)
             return queue_error(conn, err);
     }
-    imagen_error *err = imagen__http_infer_build(http->srv, r->model, r->route.version, body ? body : "", len,
-                                                 hlen != NULL, header_len, http->max_input, &r->inf);
+    imagen_error *err = imagen__http_infer_build(http->srv, http->shm, r->model, r->route.version, body ? body : "",
+                                                 len, hlen != NULL, header_len, http->max_input, &r->inf);
     if (err != NULL)
         return queue_error(conn, err);
     r->accept = imagen__http_select_accept_encoding(
@@ -284,7 +285,7 @@ admin_thread(void *arg)
     const char *body = r->inflated ? r->inflated : r->body;
     imagen__http_reply reply;
     imagen_buf_init(&reply.body);
-    imagen__http_admin_handle(http->srv, &r->route, r->model, body ? body : "", body ? r->len : 0, &reply);
+    imagen__http_admin_handle(http->srv, http->shm, &r->route, r->model, body ? body : "", body ? r->len : 0, &reply);
     pthread_mutex_lock(&r->mu);
     r->reply = reply;
     r->phase = PHASE_READY;
@@ -431,7 +432,7 @@ dispatch(http_req *r)
     imagen__http_reply reply;
     imagen_buf_init(&reply.body);
     const char *admin_body = r->method == IMAGEN_HTTP_METHOD_POST ? (body ? body : "") : NULL;
-    imagen__http_admin_handle(http->srv, route, r->model, admin_body, admin_body ? len : 0, &reply);
+    imagen__http_admin_handle(http->srv, http->shm, route, r->model, admin_body, admin_body ? len : 0, &reply);
     return queue_reply(conn, &reply);
 }
 
@@ -582,6 +583,7 @@ imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_ht
     if (http == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     http->srv = srv;
+    http->shm = opts->shm;
     http->max_input = opts->max_input_size ? opts->max_input_size : IMAGEN_HTTP_DEFAULT_MAX_INPUT_BYTES;
     atomic_init(&http->quiesced, false);
     atomic_init(&http->inflight, 0);

@@ -244,9 +244,8 @@ def test_garbage_message_is_invalid_argument(served):
 def test_unimplemented_rpcs(served):
     s, c = served
     pb = c.pb
-    for method, req, resp in [("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest(),
-                               pb.SystemSharedMemoryStatusResponse),
-                              ("CudaSharedMemoryStatus", pb.CudaSharedMemoryStatusRequest(),
+    # SystemSharedMemory* are served (tests/integration/test_shm.py).
+    for method, req, resp in [("CudaSharedMemoryStatus", pb.CudaSharedMemoryStatusRequest(),
                                pb.CudaSharedMemoryStatusResponse),
                               ("TraceSetting", pb.TraceSettingRequest(), pb.TraceSettingResponse)]:
         with pytest.raises(grpc.RpcError) as ei:

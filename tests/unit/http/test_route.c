@@ -106,8 +106,8 @@ test_shared_memory_routes(void)
     CHECK_INT_EQ(route("/v2/systemsharedmemory/status").kind, IMAGEN_HTTP_ROUTE_SHM_STATUS);
     CHECK_INT_EQ(route("/v2/cudasharedmemory/region/r/status").kind, IMAGEN_HTTP_ROUTE_SHM_STATUS);
     CHECK(route("/v2/cudasharedmemory/region/r/status").cuda_shm);
-    CHECK_INT_EQ(route("/v2/systemsharedmemory/region/r/register").kind, IMAGEN_HTTP_ROUTE_SHM_DISABLED);
-    CHECK_INT_EQ(route("/v2/systemsharedmemory/unregister").kind, IMAGEN_HTTP_ROUTE_SHM_DISABLED);
+    CHECK_INT_EQ(route("/v2/systemsharedmemory/region/r/register").kind, IMAGEN_HTTP_ROUTE_SHM_REGISTER);
+    CHECK_INT_EQ(route("/v2/systemsharedmemory/unregister").kind, IMAGEN_HTTP_ROUTE_SHM_UNREGISTER);
     CHECK_INT_EQ(route("/v2/systemsharedmemory/register").kind, IMAGEN_HTTP_ROUTE_NOT_FOUND);
 }
 

@@ -1,0 +1,400 @@
+/*
+ * gRPC transport of the client library (spec §2) on gRPC's C core. One
+ * channel per client, shared by every call (a channel is thread-safe and
+ * multiplexes calls over one HTTP/2 connection). Each unary call runs on a
+ * completion queue of its own, so concurrent callers never see each other's
+ * events. Messages are the protobuf-c code generated from proto/.
+ */
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client_internal.h"
+#include "grpc_service.pb-c.h"
+
+#define GRPC_METHOD_PREFIX "/inference.GRPCInferenceService/"
+
+static imagen_error *
+grpc_open(imagen_client *c)
+{
+    grpc_init();
+    /* gRPC's default 4 MiB receive cap would refuse a 1024x1024x3 image
+     * response; the server bounds what it sends. */
+    grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = -1},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = -1},
+    };
+    grpc_channel_args chargs = {sizeof(args) / sizeof(args[0]), args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(c->target, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    if (ch == NULL) {
+        grpc_shutdown();
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "cannot create a gRPC channel to '%s'", c->target);
+    }
+    c->impl = ch;
+    return NULL;
+}
+
+static void
+grpc_close(imagen_client *c)
+{
+    grpc_channel_destroy(c->impl);
+    grpc_shutdown();
+}
+
+/* Runs one unary call: sends `len` bytes of a packed request to `method`
+ * and unpacks the response as `desc`. *resp is owned by the caller
+ * (protobuf_c_message_free_unpacked). */
+static imagen_error *
+grpc_unary_raw(imagen_client *c, const char *method, const uint8_t *data, size_t len,
+               const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp)
+{
+    grpc_channel *ch = c->impl;
+    int64_t timeout = atomic_load(&c->timeout_ms);
+    gpr_timespec deadline =
+        timeout > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout, GPR_TIMESPAN))
+                    : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    char path[128];
+    snprintf(path, sizeof(path), GRPC_METHOD_PREFIX "%s", method);
+
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_slice method_slice = grpc_slice_from_static_string(path);
+    grpc_call *call =
+        grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice, NULL, deadline, NULL);
+    /* The request bytes outlive the call (we wait for it), so no copy. */
+    grpc_slice payload = grpc_slice_from_static_buffer(data, len);
+    grpc_byte_buffer *send_bb = grpc_raw_byte_buffer_create(&payload, 1);
+    grpc_byte_buffer *recv_bb = NULL;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+
+    imagen_error *err = NULL;
+    grpc_call_error ce = grpc_call_start_batch(call, ops, 6, (void *)1, NULL);
+    if (ce != GRPC_CALL_OK) {
+        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC call to %s could not start (%d)", method, (int)ce);
+    } else {
+        /* The deadline is the call's: the batch always completes. */
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC call to %s: unexpected completion event", method);
+    }
+    if (err == NULL && status != GRPC_STATUS_OK) {
+        char *msg = grpc_slice_to_c_string(details);
+        if (status == GRPC_STATUS_UNAVAILABLE && grpc_channel_check_connectivity_state(ch, 0) != GRPC_CHANNEL_READY)
+            err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, IMAGEN__CONNECT_PREFIX "%s: %s", c->url, msg);
+        else if (status == GRPC_STATUS_DEADLINE_EXCEEDED)
+            err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "request to %s timed out after %lld ms", c->url,
+                                   (long long)timeout);
+        else
+            err = imagen_error_new(imagen__code_from_grpc(status), "%s", msg);
+        gpr_free(msg);
+    } else if (err == NULL) {
+        if (recv_bb == NULL) {
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: the server sent no response message", method);
+        } else {
+            grpc_byte_buffer_reader reader;
+            grpc_byte_buffer_reader_init(&reader, recv_bb);
+            grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+            grpc_byte_buffer_reader_destroy(&reader);
+            *resp = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+            grpc_slice_unref(all);
+            if (*resp == NULL)
+                err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: cannot parse the response", method);
+        }
+    }
+
+    grpc_byte_buffer_destroy(send_bb);
+    if (recv_bb != NULL)
+        grpc_byte_buffer_destroy(recv_bb);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+    return err;
+}
+
+static imagen_error *
+grpc_unary(imagen_client *c, const char *method, const void *req, const ProtobufCMessageDescriptor *desc,
+           ProtobufCMessage **resp)
+{
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    protobuf_c_message_pack(req, buf);
+    imagen_error *err = grpc_unary_raw(c, method, buf, len, desc, resp);
+    free(buf);
+    return err;
+}
+
+/* proto3 strings cannot be NULL when packed. */
+static char *
+str(const char *s)
+{
+    return (char *)(s != NULL ? s : "");
+}
+
+/* ---- admin calls ----------------------------------------------------------- */
+
+static imagen_error *
+grpc_health(imagen_client *c, imagen__health what, const char *model, const char *version, bool *ok)
+{
+    ProtobufCMessage *resp = NULL;
+    imagen_error *err;
+    if (what == IMAGEN__HEALTH_LIVE) {
+        Inference__ServerLiveRequest req = INFERENCE__SERVER_LIVE_REQUEST__INIT;
+        err = grpc_unary(c, "ServerLive", &req, &inference__server_live_response__descriptor, &resp);
+        if (err == NULL)
+            *ok = ((Inference__ServerLiveResponse *)resp)->live;
+    } else if (what == IMAGEN__HEALTH_READY) {
+        Inference__ServerReadyRequest req = INFERENCE__SERVER_READY_REQUEST__INIT;
+        err = grpc_unary(c, "ServerReady", &req, &inference__server_ready_response__descriptor, &resp);
+        if (err == NULL)
+            *ok = ((Inference__ServerReadyResponse *)resp)->ready;
+    } else {
+        Inference__ModelReadyRequest req = INFERENCE__MODEL_READY_REQUEST__INIT;
+        req.name = str(model);
+        req.version = str(version);
+        err = grpc_unary(c, "ModelReady", &req, &inference__model_ready_response__descriptor, &resp);
+        if (err == NULL)
+            *ok = ((Inference__ModelReadyResponse *)resp)->ready;
+    }
+    if (resp != NULL)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return err;
+}
+
+static imagen_error *
+grpc_get_json(imagen_client *c, imagen__doc doc, const char *model, const char *version, char **json)
+{
+    ProtobufCMessage *resp = NULL;
+    imagen_error *err = NULL;
+    const char *only = NULL; /* the field that holds the HTTP-shaped document */
+    switch (doc) {
+    case IMAGEN__DOC_SERVER_METADATA: {
+        Inference__ServerMetadataRequest req = INFERENCE__SERVER_METADATA_REQUEST__INIT;
+        err = grpc_unary(c, "ServerMetadata", &req, &inference__server_metadata_response__descriptor, &resp);
+        break;
+    }
+    case IMAGEN__DOC_MODEL_METADATA: {
+        Inference__ModelMetadataRequest req = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+        req.name = str(model);
+        req.version = str(version);
+        err = grpc_unary(c, "ModelMetadata", &req, &inference__model_metadata_response__descriptor, &resp);
+        break;
+    }
+    case IMAGEN__DOC_MODEL_CONFIG: {
+        Inference__ModelConfigRequest req = INFERENCE__MODEL_CONFIG_REQUEST__INIT;
+        req.name = str(model);
+        req.version = str(version);
+        err = grpc_unary(c, "ModelConfig", &req, &inference__model_config_response__descriptor, &resp);
+        only = "config";
+        break;
+    }
+    case IMAGEN__DOC_STATISTICS: {
+        Inference__ModelStatisticsRequest req = INFERENCE__MODEL_STATISTICS_REQUEST__INIT;
+        req.name = str(model);
+        req.version = str(version);
+        err = grpc_unary(c, "ModelStatistics", &req, &inference__model_statistics_response__descriptor, &resp);
+        break;
+    }
+    case IMAGEN__DOC_REPOSITORY_INDEX:
+    case IMAGEN__DOC_REPOSITORY_INDEX_READY: {
+        Inference__RepositoryIndexRequest req = INFERENCE__REPOSITORY_INDEX_REQUEST__INIT;
+        req.ready = doc == IMAGEN__DOC_REPOSITORY_INDEX_READY;
+        err = grpc_unary(c, "RepositoryIndex", &req, &inference__repository_index_response__descriptor, &resp);
+        only = "models";
+        break;
+    }
+    }
+    if (err != NULL)
+        return err;
+    char *text = imagen__pb_to_json(resp, only);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    if (text == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "cannot render the response as JSON");
+    if (doc == IMAGEN__DOC_REPOSITORY_INDEX || doc == IMAGEN__DOC_REPOSITORY_INDEX_READY) {
+        /* HTTP omits empty version/state/reason (§1.8); gRPC cannot tell
+         * empty from absent, so drop the empty ones to match. */
+        json_t *arr = json_loads(text, 0, NULL);
+        size_t i;
+        json_t *e;
+        json_array_foreach(arr, i, e)
+        {
+            const char *keys[] = {"version", "state", "reason"};
+            for (size_t k = 0; k < 3; k++) {
+                const char *v = json_string_value(json_object_get(e, keys[k]));
+                if (v != NULL && v[0] == '\0')
+                    json_object_del(e, keys[k]);
+            }
+        }
+        char *clean = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+        json_decref(arr);
+        if (clean != NULL) {
+            free(text);
+            text = clean;
+        }
+    }
+    *json = text;
+    return NULL;
+}
+
+static imagen_error *
+grpc_repository(imagen_client *c, bool load, const char *model)
+{
+    ProtobufCMessage *resp = NULL;
+    imagen_error *err;
+    if (load) {
+        Inference__RepositoryModelLoadRequest req = INFERENCE__REPOSITORY_MODEL_LOAD_REQUEST__INIT;
+        req.model_name = str(model);
+        err = grpc_unary(c, "RepositoryModelLoad", &req, &inference__repository_model_load_response__descriptor, &resp);
+    } else {
+        Inference__RepositoryModelUnloadRequest req = INFERENCE__REPOSITORY_MODEL_UNLOAD_REQUEST__INIT;
+        req.model_name = str(model);
+        err = grpc_unary(c, "RepositoryModelUnload", &req, &inference__repository_model_unload_response__descriptor,
+                         &resp);
+    }
+    if (resp != NULL)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return err;
+}
+
+/* ---- infer ----------------------------------------------------------------- */
+
+static imagen_error *
+grpc_encode(imagen_client *c, const imagen_infer_request *r, imagen__encoded **out)
+{
+    size_t ni = r->n_inputs, no = r->n_outputs;
+    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    Inference__ModelInferRequest__InferInputTensor *in = calloc(ni + 1, sizeof(*in));
+    Inference__ModelInferRequest__InferInputTensor **inp = calloc(ni + 1, sizeof(*inp));
+    Inference__ModelInferRequest__InferRequestedOutputTensor *outs = calloc(no + 1, sizeof(*outs));
+    Inference__ModelInferRequest__InferRequestedOutputTensor **outp = calloc(no + 1, sizeof(*outp));
+    ProtobufCBinaryData *raw = calloc(ni + 1, sizeof(*raw));
+    imagen__encoded *enc = calloc(1, sizeof(*enc));
+    imagen_error *err = NULL;
+    if (in == NULL || inp == NULL || outs == NULL || outp == NULL || raw == NULL || enc == NULL) {
+        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+        goto done;
+    }
+    req.model_name = str(r->model);
+    req.model_version = str(r->version);
+    req.id = str(r->id);
+    for (size_t i = 0; i < ni; i++) {
+        const imagen_tensor *t = &r->inputs[i];
+        inference__model_infer_request__infer_input_tensor__init(&in[i]);
+        in[i].name = str(t->name);
+        in[i].datatype = (char *)imagen_datatype_name(t->datatype);
+        in[i].n_shape = t->rank;
+        in[i].shape = (int64_t *)t->shape;
+        inp[i] = &in[i];
+        raw[i].len = t->byte_size;
+        raw[i].data = (uint8_t *)t->data;
+    }
+    for (size_t i = 0; i < no; i++) {
+        inference__model_infer_request__infer_requested_output_tensor__init(&outs[i]);
+        outs[i].name = str(r->outputs[i]);
+        outp[i] = &outs[i];
+    }
+    req.n_inputs = ni;
+    req.inputs = inp;
+    req.n_outputs = no;
+    req.outputs = outp;
+    req.n_raw_input_contents = ni;
+    req.raw_input_contents = raw;
+    enc->body_len = inference__model_infer_request__get_packed_size(&req);
+    enc->body = malloc(enc->body_len ? enc->body_len : 1);
+    if (enc->body == NULL) {
+        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory for a %zu-byte request", enc->body_len);
+        goto done;
+    }
+    inference__model_infer_request__pack(&req, (uint8_t *)enc->body);
+    *out = enc;
+    enc = NULL;
+done:
+    imagen__encoded_free(enc);
+    free(in);
+    free(inp);
+    free(outs);
+    free(outp);
+    free(raw);
+    return err;
+}
+
+static void
+response_free(void *arg)
+{
+    protobuf_c_message_free_unpacked(arg, NULL);
+}
+
+static imagen_error *
+grpc_send(imagen_client *c, const imagen__encoded *enc, bool own_connection, imagen_infer_result **out)
+{
+    ProtobufCMessage *msg = NULL;
+    IMAGEN_RETURN_IF_ERROR(grpc_unary_raw(c, "ModelInfer", (const uint8_t *)enc->body, enc->body_len,
+                                          &inference__model_infer_response__descriptor, &msg));
+    Inference__ModelInferResponse *resp = (Inference__ModelInferResponse *)msg;
+    imagen_infer_result *res = imagen__result_new(resp->n_outputs);
+    if (res == NULL) {
+        response_free(msg);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    res->owner = msg;
+    res->owner_free = response_free;
+    res->model_name = strdup(resp->model_name);
+    res->model_version = strdup(resp->model_version);
+    res->id = strdup(resp->id);
+    imagen_error *err = NULL;
+    for (size_t i = 0; i < resp->n_outputs && err == NULL; i++) {
+        const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
+        imagen_datatype dt = imagen_datatype_from_name(o->datatype, strlen(o->datatype));
+        /* Outputs travel in raw_output_contents, one per output in order
+         * (§2.3); the typed `contents` form is not produced by the server. */
+        if (i >= resp->n_raw_output_contents)
+            err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED, "output '%s' came without raw_output_contents", o->name);
+        else if (dt == IMAGEN_TYPE_INVALID)
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "output '%s' has unknown datatype '%s'", o->name, o->datatype);
+        else if (!imagen__result_set(res, i, o->name, strlen(o->name), dt, o->shape, o->n_shape,
+                                     resp->raw_output_contents[i].data, resp->raw_output_contents[i].len))
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "output '%s': rank above %d or out of memory", o->name,
+                                   IMAGEN_MAX_RANK);
+    }
+    if (err != NULL) {
+        imagen_infer_result_free(res);
+        return err;
+    }
+    *out = res;
+    return NULL;
+}
+
+const imagen__client_transport imagen__client_grpc = {
+    "grpc", grpc_open, grpc_close, grpc_health, grpc_get_json, grpc_repository, grpc_encode, grpc_send,
+};

@@ -99,6 +99,55 @@ imagen_error *imagen_client_repository_index(imagen_client *client, bool ready_o
 imagen_error *imagen_client_load_model(imagen_client *client, const char *model);
 imagen_error *imagen_client_unload_model(imagen_client *client, const char *model);
 
+/* ---- system shared memory (spec §1.13) ----------------------------------- */
+
+/* A POSIX shared-memory object made and mapped by this process, for a
+ * server on the same machine to read inputs from and write outputs to
+ * without copying them through a socket. The region owns the object: it is
+ * created with a unique key ("/imagen_<pid>_<n>_<random>") and destroying
+ * the region unmaps and unlinks it. The server maps an object when it is
+ * registered, so the name may be unlinked early (imagen_shm_region_unlink)
+ * once registered: the memory then lives while either side maps it and
+ * nothing is left in /dev/shm even if this process dies.
+ *
+ * Thread-safety: create/destroy/unlink are not safe on the same region
+ * concurrently with other calls on it; the memory itself is plain memory
+ * (callers synchronize their own reads and writes). */
+typedef struct imagen_shm_region imagen_shm_region;
+
+/* Where a tensor lives in a region registered with the server under
+ * `region` (its registration name, not its key). */
+typedef struct imagen_shm_ref {
+    const char *region; /* NULL = this tensor is not in shared memory */
+    size_t offset;      /* from the start of the registered range */
+    size_t byte_size;   /* bytes of the tensor (inputs) or room for it (outputs) */
+} imagen_shm_ref;
+
+/* Creates, sizes (zero-filled) and maps a new object of byte_size > 0
+ * bytes. On success *out is owned by the caller (imagen_shm_region_destroy). */
+imagen_error *imagen_shm_region_create(size_t byte_size, imagen_shm_region **out);
+/* Unmaps the region and unlinks its key (if not unlinked yet). Does not
+ * unregister it from any server. Accepts NULL. */
+void imagen_shm_region_destroy(imagen_shm_region *region);
+/* Removes the key from /dev/shm now; the mapping stays valid. Idempotent. */
+void imagen_shm_region_unlink(imagen_shm_region *region);
+/* The mapping (page-aligned, writable), its size and the key to register.
+ * Borrowed; valid until destroy. */
+void *imagen_shm_region_data(const imagen_shm_region *region);
+size_t imagen_shm_region_size(const imagen_shm_region *region);
+const char *imagen_shm_region_key(const imagen_shm_region *region);
+
+/* Registers [offset, offset + byte_size) of the object `key` with the
+ * server under `name`. The server must run on this machine with
+ * --allow-client-shm=true; otherwise it answers IMAGEN_ERR_UNSUPPORTED. */
+imagen_error *imagen_client_shm_register(imagen_client *client, const char *name, const char *key, size_t offset,
+                                         size_t byte_size);
+/* Unregisters one region; name NULL or "" unregisters every system region. */
+imagen_error *imagen_client_shm_unregister(imagen_client *client, const char *name);
+/* The registered system regions as a JSON array of
+ * {"name","key","offset","byte_size"}; name NULL or "" = all. */
+imagen_error *imagen_client_shm_status(imagen_client *client, const char *name, char **json);
+
 /* ---- inference ------------------------------------------------------------ */
 
 /* What to run. Everything is borrowed, and only for the duration of the
@@ -112,6 +161,16 @@ typedef struct imagen_infer_request {
     size_t n_inputs;
     const char *const *outputs; /* names; n_outputs 0 = every output */
     size_t n_outputs;
+    /* Optional shared-memory placement (see "system shared memory" below).
+     * NULL = none; otherwise one entry per input / per named output, and an
+     * entry whose region is NULL keeps that tensor in the message. An input
+     * in a region sends no bytes: its data and byte_size are ignored and
+     * the server reads it from the region. An output in a region comes
+     * back with its name, datatype and shape but no data (data NULL,
+     * byte_size 0): the server wrote the bytes into the region. Region
+     * outputs need named outputs (n_outputs > 0). */
+    const struct imagen_shm_ref *input_shm;
+    const struct imagen_shm_ref *output_shm;
 } imagen_infer_request;
 
 /* Runs one inference and waits for it. On success *result is owned by the

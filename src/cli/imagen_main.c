@@ -305,14 +305,14 @@ parse_count(const char *flag, const char *v, long def, long *out)
 }
 
 static int
-write_outputs(const imagen_infer_result *res, const char *dir, bool force_npy)
+write_outputs(const imagen_tensor *tensors, size_t n, const char *dir, bool force_npy)
 {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "imagen: error: %s: %s\n", dir, strerror(errno));
         return IMAGEN_EXIT_FILE;
     }
-    for (size_t i = 0; i < imagen_infer_result_output_count(res); i++) {
-        const imagen_tensor *t = imagen_infer_result_output(res, i);
+    for (size_t i = 0; i < n; i++) {
+        const imagen_tensor *t = &tensors[i];
         bool png = !force_npy && imagen_io_is_png_shaped(t);
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s.%s", dir, t->name, png ? "png" : "npy");
@@ -325,6 +325,168 @@ write_outputs(const imagen_infer_result *res, const char *dir, bool force_npy)
         printf("] %s\n", path);
     }
     return IMAGEN_EXIT_OK;
+}
+
+/* ---- infer --shm ------------------------------------------------------------ */
+
+/* Tensors of one request laid out in one client-made region: inputs first,
+ * then room for each output, every slot 64-byte aligned. */
+#define SHM_ALIGN 64
+
+typedef struct shm_plan {
+    imagen_shm_region *region;
+    char name[64]; /* registration name (the key without its '/') */
+    bool registered;
+    imagen_shm_ref in[IMAGEN_CMD_MAX_VALUES];
+    imagen_shm_ref out[IMAGEN_CMD_MAX_VALUES];
+    json_t *meta; /* model metadata: output names are borrowed from it */
+} shm_plan;
+
+static size_t
+align_up(size_t n)
+{
+    return (n + SHM_ALIGN - 1) / SHM_ALIGN * SHM_ALIGN;
+}
+
+/* Room to leave for an output declared with `shape` (metadata) and `dt`.
+ * Variable dimensions are taken from the first input when it has the same
+ * rank (identity-like and image models keep their input's shape), and the
+ * guess is then given 4x headroom; the server refuses an output that does
+ * not fit, so a bad guess is an error, never an overrun. */
+static size_t
+output_room(json_t *shape, imagen_datatype dt, const imagen_tensor *first_in, size_t total_in)
+{
+    size_t esize = imagen_datatype_size(dt);
+    size_t rank = json_array_size(shape);
+    if (esize == 0 || rank == 0)
+        return 4 * total_in + (1u << 20);
+    uint64_t n = 1;
+    bool guessed = false;
+    for (size_t d = 0; d < rank; d++) {
+        json_int_t v = json_integer_value(json_array_get(shape, d));
+        if (v < 0) {
+            if (first_in->rank != rank)
+                return 4 * total_in + (1u << 20);
+            v = first_in->shape[d];
+            guessed = true;
+        }
+        if (v > 0 && n > UINT64_MAX / 4 / (uint64_t)v / esize)
+            return 4 * total_in + (1u << 20);
+        n *= (uint64_t)v;
+    }
+    size_t bytes = (size_t)n * esize;
+    return guessed ? 4 * bytes : bytes;
+}
+
+/* Creates the region, copies the inputs in, registers it and fills
+ * req->input_shm / output_shm (naming every output when none was asked). */
+static imagen_error *
+shm_prepare(imagen_client *c, shm_plan *p, imagen_infer_request *req, const char **outputs)
+{
+    char *json = NULL;
+    IMAGEN_RETURN_IF_ERROR(imagen_client_model_metadata(c, req->model, req->version, &json));
+    p->meta = json_loads(json, 0, NULL);
+    free(json);
+    json_t *meta_out = json_object_get(p->meta, "outputs");
+    if (req->n_outputs == 0) {
+        size_t i;
+        json_t *o;
+        json_array_foreach(meta_out, i, o)
+        {
+            const char *name = json_string_value(json_object_get(o, "name"));
+            if (name != NULL && req->n_outputs < IMAGEN_CMD_MAX_VALUES)
+                outputs[req->n_outputs++] = name;
+        }
+        if (req->n_outputs == 0)
+            return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "model '%s' lists no outputs to place in shared memory",
+                                    req->model);
+    }
+    size_t total_in = 0, size = 0;
+    for (size_t i = 0; i < req->n_inputs; i++)
+        total_in += req->inputs[i].byte_size;
+    for (size_t i = 0; i < req->n_inputs; i++) {
+        p->in[i] = (imagen_shm_ref){p->name, size, req->inputs[i].byte_size};
+        size += align_up(req->inputs[i].byte_size);
+    }
+    for (size_t i = 0; i < req->n_outputs; i++) {
+        json_t *shape = NULL;
+        imagen_datatype dt = IMAGEN_TYPE_INVALID;
+        size_t k;
+        json_t *o;
+        json_array_foreach(meta_out, k, o)
+        {
+            const char *name = json_string_value(json_object_get(o, "name"));
+            const char *dts = json_string_value(json_object_get(o, "datatype"));
+            if (name != NULL && strcmp(name, outputs[i]) == 0 && dts != NULL) {
+                shape = json_object_get(o, "shape");
+                dt = imagen_datatype_from_name(dts, strlen(dts));
+            }
+        }
+        size_t room = output_room(shape, dt, &req->inputs[0], total_in);
+        p->out[i] = (imagen_shm_ref){p->name, size, room};
+        size += align_up(room);
+    }
+    IMAGEN_RETURN_IF_ERROR(imagen_shm_region_create(size ? size : SHM_ALIGN, &p->region));
+    const char *key = imagen_shm_region_key(p->region);
+    snprintf(p->name, sizeof(p->name), "%s", key + 1);
+    char *base = imagen_shm_region_data(p->region);
+    for (size_t i = 0; i < req->n_inputs; i++)
+        if (req->inputs[i].byte_size > 0)
+            memcpy(base + p->in[i].offset, req->inputs[i].data, req->inputs[i].byte_size);
+    IMAGEN_RETURN_IF_ERROR(imagen_client_shm_register(c, p->name, key, 0, imagen_shm_region_size(p->region)));
+    p->registered = true;
+    /* The server has mapped the object: its name is no longer needed, and
+     * unlinking now leaves nothing in /dev/shm whatever happens next. */
+    imagen_shm_region_unlink(p->region);
+    req->input_shm = p->in;
+    req->output_shm = p->out;
+    return NULL;
+}
+
+/* Byte size of an output the server wrote into the region, from its shape
+ * (BYTES: by walking its length prefixes); false if it overruns the slot. */
+static bool
+shm_output_size(const imagen_tensor *t, const char *slot, size_t room, size_t *out)
+{
+    uint64_t n;
+    if (!imagen_shape_element_count(t->shape, t->rank, UINT64_MAX, &n))
+        return false;
+    if (t->datatype != IMAGEN_TYPE_BYTES) {
+        size_t esize = imagen_datatype_size(t->datatype);
+        if (esize == 0 || n > room / esize)
+            return false;
+        *out = (size_t)n * esize;
+        return true;
+    }
+    size_t off = 0;
+    for (uint64_t e = 0; e < n; e++) {
+        uint32_t len;
+        if (room - off < 4)
+            return false;
+        memcpy(&len, slot + off, 4);
+        if (room - off - 4 < len)
+            return false;
+        off += 4 + len;
+    }
+    *out = off;
+    return true;
+}
+
+/* Unregisters (when registered) and destroys the region; keeps going on
+ * errors, which it only reports. */
+static void
+shm_release(imagen_client *c, shm_plan *p)
+{
+    if (p->registered) {
+        imagen_error *err = imagen_client_shm_unregister(c, p->name);
+        if (err != NULL) {
+            fprintf(stderr, "imagen: warning: cannot unregister shared memory '%s': %s\n", p->name,
+                    imagen_error_message(err));
+            imagen_error_free(err);
+        }
+    }
+    imagen_shm_region_destroy(p->region);
+    json_decref(p->meta);
 }
 
 static int
@@ -343,10 +505,13 @@ cmd_infer(const imagen_cmd_args *a)
         fprintf(stderr, "imagen infer: at least one --input NAME=FILE is required\n");
         return IMAGEN_EXIT_USAGE;
     }
+    bool use_shm = imagen_cmd_get(a, "shm") != NULL;
     int rc = 0;
     imagen_client *c = connect_client(a, &rc);
     if (c == NULL)
         return rc;
+    shm_plan shm;
+    memset(&shm, 0, sizeof(shm));
     imagen_io_tensor files[IMAGEN_CMD_MAX_VALUES];
     imagen_tensor inputs[IMAGEN_CMD_MAX_VALUES];
     char names[IMAGEN_CMD_MAX_VALUES][256];
@@ -392,17 +557,52 @@ cmd_infer(const imagen_cmd_args *a)
     }
     while ((outputs[n_outputs] = imagen_cmd_get_nth(a, "output", n_outputs)) != NULL)
         n_outputs++;
-    imagen_infer_request req = {model, version, NULL, inputs, n_inputs, outputs, n_outputs};
-    imagen_error *err = repeat == 1 && concurrency == 1 ? imagen_client_infer(c, &req, &res)
-                                                        : infer_repeated(c, &req, repeat, concurrency, &res);
+    imagen_infer_request req = {model, version, NULL, inputs, n_inputs, outputs, n_outputs, NULL, NULL};
+    imagen_error *err = NULL;
+    if (use_shm) {
+        err = shm_prepare(c, &shm, &req, outputs);
+        if (err != NULL) {
+            if (imagen_error_code_of(err) == IMAGEN_ERR_UNSUPPORTED)
+                fprintf(stderr, "imagen infer: --shm needs a server on this machine started with "
+                                "--allow-client-shm=true\n");
+            rc = fail(err);
+            goto done;
+        }
+    }
+    err = repeat == 1 && concurrency == 1 ? imagen_client_infer(c, &req, &res)
+                                          : infer_repeated(c, &req, repeat, concurrency, &res);
     if (err != NULL) {
         rc = fail(err);
         goto done;
     }
+    size_t n_res = imagen_infer_result_output_count(res);
+    imagen_tensor results[IMAGEN_CMD_MAX_VALUES];
+    if (n_res > IMAGEN_CMD_MAX_VALUES) {
+        rc = fail(imagen_error_new(IMAGEN_ERR_INTERNAL, "the server returned %zu outputs", n_res));
+        goto done;
+    }
+    for (size_t i = 0; i < n_res; i++) {
+        results[i] = *imagen_infer_result_output(res, i);
+        if (!use_shm)
+            continue;
+        /* The bytes are in the output's slot of the region. */
+        size_t k = 0;
+        while (k < req.n_outputs && strcmp(outputs[k], results[i].name) != 0)
+            k++;
+        const char *slot = k < req.n_outputs ? (char *)imagen_shm_region_data(shm.region) + shm.out[k].offset : NULL;
+        if (slot == NULL || !shm_output_size(&results[i], slot, shm.out[k].byte_size, &results[i].byte_size)) {
+            rc = fail(imagen_error_new(IMAGEN_ERR_INTERNAL, "output '%s' does not fit its shared-memory slot",
+                                       results[i].name));
+            goto done;
+        }
+        results[i].data = slot;
+    }
     const char *dir = imagen_cmd_get(a, "output-dir");
-    rc = write_outputs(res, dir ? dir : ".", imagen_cmd_get(a, "npy") != NULL);
+    rc = write_outputs(results, n_res, dir ? dir : ".", imagen_cmd_get(a, "npy") != NULL);
 done:
     imagen_infer_result_free(res);
+    if (use_shm)
+        shm_release(c, &shm);
     for (size_t i = 0; i < loaded; i++)
         imagen_io_tensor_free(&files[i]);
     imagen_client_destroy(c);
@@ -446,14 +646,21 @@ static const imagen_cmd commands[] = {
      "DIR/NAME.png when it is UINT8 [H, W, 3|4] (or [1, H, W, 3|4]), otherwise\n"
      "to DIR/NAME.npy, and printed as: NAME DATATYPE [SHAPE] PATH.\n"
      "--repeat/--concurrency send the same request many times through the\n"
-     "asynchronous API and print the rate on stderr.",
+     "asynchronous API and print the rate on stderr.\n"
+     "--shm passes tensors through system shared memory instead of the socket:\n"
+     "inputs are copied once into a region this command creates, the region is\n"
+     "registered, outputs are written into it by the server, and it is\n"
+     "unregistered and removed at the end. Only for a server on this machine\n"
+     "started with --allow-client-shm=true. Room for an output whose shape\n"
+     "depends on the request is guessed from the first input (4x headroom).",
      {{"input", "NAME=FILE", true, "An input tensor and the file it comes from."},
       {"output", "NAME", true, "Request only this output (default: all)."},
       {"output-dir", "DIR", false, "Where outputs are written (default: .)."},
       {"npy", NULL, false, "Write every output as .npy, images included."},
       VERSION_FLAG,
       {"repeat", "N", false, "Send the request N times (default 1)."},
-      {"concurrency", "C", false, "At most C requests in flight (default 1)."}},
+      {"concurrency", "C", false, "At most C requests in flight (default 1)."},
+      {"shm", NULL, false, "Pass inputs and outputs through system shared memory."}},
      cmd_infer},
     {"load", "MODEL", 1, 1, "Load or reload a model (server in --model-control-mode=explicit).", NULL, {{0}}, cmd_load},
     {"unload", "MODEL", 1, 1, "Unload a model (server in --model-control-mode=explicit).", NULL, {{0}}, cmd_unload},

@@ -219,9 +219,12 @@ static imagen_error *
 check_request(const imagen_infer_request *req)
 {
     IMAGEN_RETURN_IF_ERROR(need_model(req->model));
+    if (req->output_shm != NULL && req->n_outputs == 0)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "outputs in shared memory must be requested by name");
     for (size_t i = 0; i < req->n_inputs; i++) {
         const imagen_tensor *t = &req->inputs[i];
-        if (t->name == NULL || t->rank > IMAGEN_MAX_RANK || (t->byte_size > 0 && t->data == NULL) ||
+        bool in_shm = req->input_shm != NULL && req->input_shm[i].region != NULL;
+        if (t->name == NULL || t->rank > IMAGEN_MAX_RANK || (!in_shm && t->byte_size > 0 && t->data == NULL) ||
             (imagen_datatype_size(t->datatype) == 0 && t->datatype != IMAGEN_TYPE_BYTES))
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input %zu: needs a name, a datatype, rank <= %d and data",
                                     i, IMAGEN_MAX_RANK);

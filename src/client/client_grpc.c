@@ -289,6 +289,49 @@ grpc_repository(imagen_client *c, bool load, const char *model)
 
 /* ---- infer ----------------------------------------------------------------- */
 
+/* The §1.13 parameters of one tensor in shared memory, as the entries of
+ * an input's or a requested output's parameter map (same fields, distinct
+ * message types). */
+typedef Inference__ModelInferRequest__InferInputTensor__ParametersEntry in_param_entry;
+typedef Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry out_param_entry;
+typedef struct shm_params {
+    union {
+        in_param_entry in[3];
+        out_param_entry out[3];
+    } entry;
+    union {
+        in_param_entry *in[3];
+        out_param_entry *out[3];
+    } entryp;
+    Inference__InferParameter value[3];
+} shm_params;
+
+static void
+shm_params_fill(shm_params *p, const imagen_shm_ref *ref, bool output)
+{
+    static const char *const keys[] = {"shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"};
+    for (int k = 0; k < 3; k++) {
+        inference__infer_parameter__init(&p->value[k]);
+        if (output) {
+            inference__model_infer_request__infer_requested_output_tensor__parameters_entry__init(&p->entry.out[k]);
+            p->entry.out[k].key = (char *)keys[k];
+            p->entry.out[k].value = &p->value[k];
+            p->entryp.out[k] = &p->entry.out[k];
+        } else {
+            inference__model_infer_request__infer_input_tensor__parameters_entry__init(&p->entry.in[k]);
+            p->entry.in[k].key = (char *)keys[k];
+            p->entry.in[k].value = &p->value[k];
+            p->entryp.in[k] = &p->entry.in[k];
+        }
+    }
+    p->value[0].parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+    p->value[0].string_param = (char *)ref->region;
+    p->value[1].parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+    p->value[1].int64_param = (int64_t)ref->offset;
+    p->value[2].parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+    p->value[2].int64_param = (int64_t)ref->byte_size;
+}
+
 static imagen_error *
 grpc_encode(imagen_client *c, const imagen_infer_request *r, imagen__encoded **out)
 {
@@ -299,9 +342,12 @@ grpc_encode(imagen_client *c, const imagen_infer_request *r, imagen__encoded **o
     Inference__ModelInferRequest__InferRequestedOutputTensor *outs = calloc(no + 1, sizeof(*outs));
     Inference__ModelInferRequest__InferRequestedOutputTensor **outp = calloc(no + 1, sizeof(*outp));
     ProtobufCBinaryData *raw = calloc(ni + 1, sizeof(*raw));
+    /* Three parameters per tensor in shared memory (one block for all). */
+    shm_params *sp = calloc(ni + no + 1, sizeof(*sp));
     imagen__encoded *enc = calloc(1, sizeof(*enc));
     imagen_error *err = NULL;
-    if (in == NULL || inp == NULL || outs == NULL || outp == NULL || raw == NULL || enc == NULL) {
+    size_t n_raw = 0;
+    if (in == NULL || inp == NULL || outs == NULL || outp == NULL || raw == NULL || sp == NULL || enc == NULL) {
         err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
         goto done;
     }
@@ -316,19 +362,34 @@ grpc_encode(imagen_client *c, const imagen_infer_request *r, imagen__encoded **o
         in[i].n_shape = t->rank;
         in[i].shape = (int64_t *)t->shape;
         inp[i] = &in[i];
-        raw[i].len = t->byte_size;
-        raw[i].data = (uint8_t *)t->data;
+        if (r->input_shm != NULL && r->input_shm[i].region != NULL) {
+            /* No raw entry: raw contents are positional over the inputs
+             * that are neither shm nor contents-based (§2.3). */
+            shm_params_fill(&sp[i], &r->input_shm[i], false);
+            in[i].n_parameters = 3;
+            in[i].parameters = sp[i].entryp.in;
+            continue;
+        }
+        raw[n_raw].len = t->byte_size;
+        raw[n_raw].data = (uint8_t *)t->data;
+        n_raw++;
     }
     for (size_t i = 0; i < no; i++) {
         inference__model_infer_request__infer_requested_output_tensor__init(&outs[i]);
         outs[i].name = str(r->outputs[i]);
         outp[i] = &outs[i];
+        if (r->output_shm != NULL && r->output_shm[i].region != NULL) {
+            shm_params_fill(&sp[ni + i], &r->output_shm[i], true);
+            outs[i].n_parameters = 3;
+            outs[i].parameters = sp[ni + i].entryp.out;
+            enc->shm_outputs = true;
+        }
     }
     req.n_inputs = ni;
     req.inputs = inp;
     req.n_outputs = no;
     req.outputs = outp;
-    req.n_raw_input_contents = ni;
+    req.n_raw_input_contents = n_raw;
     req.raw_input_contents = raw;
     enc->body_len = inference__model_infer_request__get_packed_size(&req);
     enc->body = malloc(enc->body_len ? enc->body_len : 1);
@@ -346,6 +407,7 @@ done:
     free(outs);
     free(outp);
     free(raw);
+    free(sp);
     return err;
 }
 
@@ -378,7 +440,14 @@ grpc_send(imagen_client *c, const imagen__encoded *enc, bool own_connection, ima
         imagen_datatype dt = imagen_datatype_from_name(o->datatype, strlen(o->datatype));
         /* Outputs travel in raw_output_contents, one per output in order
          * (§2.3); the typed `contents` form is not produced by the server. */
-        if (i >= resp->n_raw_output_contents)
+        if (i >= resp->n_raw_output_contents && enc->shm_outputs)
+            /* Outputs written into shared memory carry no bytes (§2.3);
+             * a server may leave their trailing raw entries out. */
+            err = imagen__result_set(res, i, o->name, strlen(o->name), dt, o->shape, o->n_shape, NULL, 0)
+                      ? NULL
+                      : imagen_error_new(IMAGEN_ERR_INTERNAL, "output '%s': rank above %d or out of memory", o->name,
+                                         IMAGEN_MAX_RANK);
+        else if (i >= resp->n_raw_output_contents)
             err = imagen_error_new(IMAGEN_ERR_UNSUPPORTED, "output '%s' came without raw_output_contents", o->name);
         else if (dt == IMAGEN_TYPE_INVALID)
             err = imagen_error_new(IMAGEN_ERR_INTERNAL, "output '%s' has unknown datatype '%s'", o->name, o->datatype);
@@ -395,6 +464,60 @@ grpc_send(imagen_client *c, const imagen__encoded *enc, bool own_connection, ima
     return NULL;
 }
 
+/* ---- system shared memory ------------------------------------------------- */
+
+/* Status in the HTTP shape: the response's map of regions as an array. */
+static char *
+shm_status_json(const Inference__SystemSharedMemoryStatusResponse *resp)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < resp->n_regions; i++) {
+        const Inference__SystemSharedMemoryStatusResponse__RegionStatus *st = resp->regions[i]->value;
+        if (st == NULL)
+            continue;
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I}", "name", str(st->name), "key", str(st->key),
+                                             "offset", (json_int_t)st->offset, "byte_size", (json_int_t)st->byte_size));
+    }
+    char *text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return text;
+}
+
+static imagen_error *
+grpc_shm(imagen_client *c, imagen__shm_op op, const char *name, const char *key, size_t offset, size_t byte_size,
+         char **json)
+{
+    ProtobufCMessage *resp = NULL;
+    imagen_error *err;
+    if (op == IMAGEN__SHM_REGISTER) {
+        Inference__SystemSharedMemoryRegisterRequest req = INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_REQUEST__INIT;
+        req.name = str(name);
+        req.key = str(key);
+        req.offset = offset;
+        req.byte_size = byte_size;
+        err = grpc_unary(c, "SystemSharedMemoryRegister", &req,
+                         &inference__system_shared_memory_register_response__descriptor, &resp);
+    } else if (op == IMAGEN__SHM_UNREGISTER) {
+        Inference__SystemSharedMemoryUnregisterRequest req = INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_REQUEST__INIT;
+        req.name = str(name);
+        err = grpc_unary(c, "SystemSharedMemoryUnregister", &req,
+                         &inference__system_shared_memory_unregister_response__descriptor, &resp);
+    } else {
+        Inference__SystemSharedMemoryStatusRequest req = INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_REQUEST__INIT;
+        req.name = str(name);
+        err = grpc_unary(c, "SystemSharedMemoryStatus", &req,
+                         &inference__system_shared_memory_status_response__descriptor, &resp);
+        if (err == NULL) {
+            *json = shm_status_json((Inference__SystemSharedMemoryStatusResponse *)resp);
+            if (*json == NULL)
+                err = imagen_error_new(IMAGEN_ERR_INTERNAL, "cannot render the status as JSON");
+        }
+    }
+    if (resp != NULL)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return err;
+}
+
 const imagen__client_transport imagen__client_grpc = {
-    "grpc", grpc_open, grpc_close, grpc_health, grpc_get_json, grpc_repository, grpc_encode, grpc_send,
+    "grpc", grpc_open, grpc_close, grpc_health, grpc_get_json, grpc_repository, grpc_encode, grpc_send, grpc_shm,
 };

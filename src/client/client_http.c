@@ -297,6 +297,14 @@ http_repository(imagen_client *c, bool load, const char *model)
 
 /* ---- infer ----------------------------------------------------------------- */
 
+/* The §1.13 tensor parameters of a tensor in shared memory. */
+static json_t *
+shm_params(const imagen_shm_ref *ref)
+{
+    return json_pack("{s:s, s:I, s:I}", "shared_memory_region", ref->region, "shared_memory_offset",
+                     (json_int_t)ref->offset, "shared_memory_byte_size", (json_int_t)ref->byte_size);
+}
+
 static imagen_error *
 http_encode(imagen_client *c, const imagen_infer_request *req, imagen__encoded **out)
 {
@@ -321,17 +329,23 @@ http_encode(imagen_client *c, const imagen_infer_request *req, imagen__encoded *
         json_t *shape = json_array();
         for (size_t d = 0; d < t->rank; d++)
             json_array_append_new(shape, json_integer(t->shape[d]));
-        json_array_append_new(inputs, json_pack("{s:s, s:o, s:s, s:{s:I}}", "name", t->name, "shape", shape, "datatype",
-                                                imagen_datatype_name(t->datatype), "parameters", "binary_data_size",
-                                                (json_int_t)t->byte_size));
-        blobs += t->byte_size;
+        const imagen_shm_ref *ref = req->input_shm ? &req->input_shm[i] : NULL;
+        json_t *params =
+            ref && ref->region ? shm_params(ref) : json_pack("{s:I}", "binary_data_size", (json_int_t)t->byte_size);
+        json_array_append_new(inputs, json_pack("{s:s, s:o, s:s, s:o}", "name", t->name, "shape", shape, "datatype",
+                                                imagen_datatype_name(t->datatype), "parameters", params));
+        if (ref == NULL || ref->region == NULL)
+            blobs += t->byte_size;
     }
     json_object_set_new(doc, "inputs", inputs);
     if (req->n_outputs > 0) {
         json_t *outputs = json_array();
-        for (size_t i = 0; i < req->n_outputs; i++)
-            json_array_append_new(outputs,
-                                  json_pack("{s:s, s:{s:b}}", "name", req->outputs[i], "parameters", "binary_data", 1));
+        for (size_t i = 0; i < req->n_outputs; i++) {
+            const imagen_shm_ref *ref = req->output_shm ? &req->output_shm[i] : NULL;
+            json_t *params = ref && ref->region ? shm_params(ref) : json_pack("{s:b}", "binary_data", 1);
+            enc->shm_outputs |= ref && ref->region;
+            json_array_append_new(outputs, json_pack("{s:s, s:o}", "name", req->outputs[i], "parameters", params));
+        }
         json_object_set_new(doc, "outputs", outputs);
     } else {
         json_object_set_new(doc, "parameters", json_pack("{s:b}", "binary_data_output", 1));
@@ -356,6 +370,8 @@ http_encode(imagen_client *c, const imagen_infer_request *req, imagen__encoded *
     free(header);
     size_t off = enc->header_len;
     for (size_t i = 0; i < req->n_inputs; i++) {
+        if (req->input_shm != NULL && req->input_shm[i].region != NULL)
+            continue;
         if (req->inputs[i].byte_size > 0)
             memcpy(enc->body + off, req->inputs[i].data, req->inputs[i].byte_size);
         off += req->inputs[i].byte_size;
@@ -511,6 +527,10 @@ parse_infer_response(imagen_client *c, http_response *r, imagen_infer_result **o
             }
             data = owner->body + blob;
             blob += nbytes;
+        } else if (json_object_get(o, "data") == NULL) {
+            /* An output written into shared memory: no bytes here (§1.13). */
+            data = NULL;
+            nbytes = 0;
         } else {
             imagen_buf b = IMAGEN_BUF_INIT;
             if (!flatten_json(json_object_get(o, "data"), dt, &b) || imagen_buf_failed(&b)) {
@@ -562,6 +582,53 @@ http_send(imagen_client *c, const imagen__encoded *enc, bool own_connection, ima
     return err;
 }
 
+/* ---- system shared memory ------------------------------------------------- */
+
+static imagen_error *
+http_shm(imagen_client *c, imagen__shm_op op, const char *name, const char *key, size_t offset, size_t byte_size,
+         char **json)
+{
+    char *n = curl_easy_escape(NULL, name, 0);
+    if (n == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    static const char *const verbs[] = {"register", "unregister", "status"};
+    char path[600];
+    int len = name[0] ? snprintf(path, sizeof(path), "/v2/systemsharedmemory/region/%s/%s", n, verbs[op])
+                      : snprintf(path, sizeof(path), "/v2/systemsharedmemory/%s", verbs[op]);
+    curl_free(n);
+    if (len < 0 || (size_t)len >= sizeof(path))
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "region name too long");
+    char *body = NULL;
+    if (op == IMAGEN__SHM_REGISTER) {
+        json_t *doc =
+            json_pack("{s:s, s:I, s:I}", "key", key, "offset", (json_int_t)offset, "byte_size", (json_int_t)byte_size);
+        body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        json_decref(doc);
+        if (body == NULL)
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "cannot encode the register request");
+    }
+    http_response r;
+    imagen_error *err = http_call(c, path,
+                                  op == IMAGEN__SHM_STATUS ? NULL
+                                  : body                   ? body
+                                                           : "",
+                                  body ? strlen(body) : 0, &r);
+    free(body);
+    if (err != NULL)
+        return err;
+    if (r.status != 200) {
+        err = status_error(&r);
+    } else if (json != NULL) {
+        size_t n_bytes;
+        char *text = imagen_buf_detach(&r.body, &n_bytes);
+        *json = text ? text : strdup("[]");
+        if (*json == NULL)
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    imagen_buf_free(&r.body);
+    return err;
+}
+
 const imagen__client_transport imagen__client_http = {
-    "http", http_open, http_close, http_health, http_get_json, http_repository, http_encode, http_send,
+    "http", http_open, http_close, http_health, http_get_json, http_repository, http_encode, http_send, http_shm,
 };

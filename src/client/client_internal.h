@@ -19,6 +19,7 @@ typedef struct imagen__encoded {
     char *body; /* HTTP: JSON header + blobs; gRPC: packed ModelInferRequest */
     size_t body_len;
     size_t header_len; /* HTTP: Inference-Header-Content-Length */
+    bool shm_outputs;  /* some outputs go to shared memory (no bytes back) */
 } imagen__encoded;
 
 void imagen__encoded_free(imagen__encoded *enc);
@@ -35,6 +36,8 @@ typedef enum {
 
 typedef enum { IMAGEN__HEALTH_LIVE, IMAGEN__HEALTH_READY, IMAGEN__HEALTH_MODEL } imagen__health;
 
+typedef enum { IMAGEN__SHM_REGISTER, IMAGEN__SHM_UNREGISTER, IMAGEN__SHM_STATUS } imagen__shm_op;
+
 typedef struct imagen__client_transport {
     const char *name;
     imagen_error *(*open)(imagen_client *c);
@@ -46,6 +49,11 @@ typedef struct imagen__client_transport {
     /* Sends an encoded request; `own_connection` asks for a connection of
      * this call only (async calls must not take turns on the shared one). */
     imagen_error *(*send)(imagen_client *c, const imagen__encoded *enc, bool own_connection, imagen_infer_result **out);
+    /* System shared memory: register (name, key, offset, byte_size),
+     * unregister (name; "" = all) or status (name; "" = all; *json gets
+     * the HTTP-shaped array). */
+    imagen_error *(*shm)(imagen_client *c, imagen__shm_op op, const char *name, const char *key, size_t offset,
+                         size_t byte_size, char **json);
 } imagen__client_transport;
 
 extern const imagen__client_transport imagen__client_http;

@@ -2,6 +2,9 @@
  * ModelInfer (spec §2.2-§2.3): decodes a ModelInferRequest into an
  * imagen_request, submits it asynchronously and, in the completion callback
  * (an instance thread), encodes the ModelInferResponse and starts the send.
+ * The decoding and encoding (imagen__grpc_infer_*) are shared with
+ * ModelStreamInfer (grpc_stream.c), which wraps responses in
+ * ModelStreamInferResponse.
  * Tensors from raw_input_contents point straight into the unpacked request
  * message, which the call keeps until it is freed (after completion), so the
  * core sees them without another copy; typed `contents` are converted into
@@ -30,7 +33,8 @@ typedef struct shm_output {
     uint64_t size;    /* bytes available at addr */
 } shm_output;
 
-typedef struct infer_state {
+typedef struct imagen__grpc_infer {
+    imagen_shm *shm;     /* borrowed registry; NULL = client shm disabled */
     infer_msg *msg;      /* owned; raw inputs point into it */
     imagen_request *req; /* owned reference */
     void **owned;        /* buffers converted from typed contents */
@@ -41,10 +45,11 @@ typedef struct infer_state {
     size_t n_shm_outs;
 } infer_state;
 
-static void
-state_free(void *p)
+void
+imagen__grpc_infer_free(imagen__grpc_infer *st)
 {
-    infer_state *st = p;
+    if (st == NULL)
+        return;
     if (st->req != NULL)
         imagen_request_release(st->req);
     /* After the request: its inputs may point into these mappings. */
@@ -58,6 +63,27 @@ state_free(void *p)
     if (st->msg != NULL)
         protobuf_c_message_free_unpacked(&st->msg->base, NULL);
     free(st);
+}
+
+imagen__grpc_infer *
+imagen__grpc_infer_new(imagen_shm *shm)
+{
+    imagen__grpc_infer *st = calloc(1, sizeof(*st));
+    if (st != NULL)
+        st->shm = shm;
+    return st;
+}
+
+imagen_request *
+imagen__grpc_infer_request(const imagen__grpc_infer *inf)
+{
+    return inf->req;
+}
+
+static void
+state_free(void *p)
+{
+    imagen__grpc_infer_free(p);
 }
 
 static void
@@ -121,10 +147,9 @@ shm_param_u64(const char *key, const Inference__InferParameter *v, const char *w
  * *addr stays NULL when there are none; otherwise it is resolved in the
  * registry and the call keeps the mapping referenced until it is freed. */
 static imagen_error *
-shm_resolve(imagen__grpc_call *c, const void *params, param_at_fn param_at, size_t n_params, const char *what,
+shm_resolve(infer_state *st, const void *params, param_at_fn param_at, size_t n_params, const char *what,
             const char *name, void **addr, uint64_t *size)
 {
-    infer_state *st = c->state;
     const char *region = NULL;
     bool has_size = false;
     uint64_t offset = 0;
@@ -137,7 +162,7 @@ shm_resolve(imagen__grpc_call *c, const void *params, param_at_fn param_at, size
         if (strncmp(key, "shared_memory_", 14) != 0)
             continue;
         any = true;
-        if (imagen__grpc_shm(c) == NULL)
+        if (st->shm == NULL)
             return shm_disabled();
         if (strcmp(key, "shared_memory_region") == 0) {
             if (v == NULL || v->parameter_choice_case != INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
@@ -163,8 +188,7 @@ shm_resolve(imagen__grpc_call *c, const void *params, param_at_fn param_at, size
         if (st->shm_refs == NULL)
             return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     }
-    IMAGEN_RETURN_IF_ERROR(
-        imagen_shm_acquire(imagen__grpc_shm(c), region, offset, *size, addr, &st->shm_refs[st->n_shm_refs]));
+    IMAGEN_RETURN_IF_ERROR(imagen_shm_acquire(st->shm, region, offset, *size, addr, &st->shm_refs[st->n_shm_refs]));
     st->n_shm_refs++;
     return NULL;
 }
@@ -394,7 +418,7 @@ convert_contents(infer_state *st, const infer_input *in, imagen_datatype dt, uin
 }
 
 static imagen_error *
-parse_inputs(imagen__grpc_call *c, infer_state *st)
+parse_inputs(infer_state *st)
 {
     const infer_msg *msg = st->msg;
     const char *model = msg->model_name;
@@ -411,7 +435,7 @@ parse_inputs(imagen__grpc_call *c, infer_state *st)
         void *shm_addr = NULL;
         uint64_t shm_size = 0;
         IMAGEN_RETURN_IF_ERROR(
-            shm_resolve(c, in->parameters, input_param_at, in->n_parameters, "input", in->name, &shm_addr, &shm_size));
+            shm_resolve(st, in->parameters, input_param_at, in->n_parameters, "input", in->name, &shm_addr, &shm_size));
         if (shm_addr != NULL && in->contents != NULL)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "contents field must not be specified when using shared memory for '%s' for "
@@ -462,7 +486,7 @@ parse_inputs(imagen__grpc_call *c, infer_state *st)
 }
 
 static imagen_error *
-parse_outputs(imagen__grpc_call *c, infer_state *st)
+parse_outputs(infer_state *st)
 {
     const infer_msg *msg = st->msg;
     if (msg->n_outputs > IMAGEN_REQUEST_MAX_OUTPUTS)
@@ -473,7 +497,7 @@ parse_outputs(imagen__grpc_call *c, infer_state *st)
         void *shm_addr = NULL;
         uint64_t shm_size = 0;
         IMAGEN_RETURN_IF_ERROR(
-            shm_resolve(c, o->parameters, output_param_at, o->n_parameters, "output", o->name, &shm_addr, &shm_size));
+            shm_resolve(st, o->parameters, output_param_at, o->n_parameters, "output", o->name, &shm_addr, &shm_size));
         if (shm_addr != NULL) {
             if (st->shm_outs == NULL && (st->shm_outs = calloc(msg->n_outputs, sizeof(shm_output))) == NULL)
                 return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
@@ -495,20 +519,60 @@ parse_outputs(imagen__grpc_call *c, infer_state *st)
  * Completion: response encoding (instance thread)
  * ==================================================================== */
 
-static void
-encode_response(imagen__grpc_call *c, const imagen_response *resp)
+/* Packs `msg` into a new buffer (*out owned). */
+static imagen_error *
+pack(const ProtobufCMessage *msg, uint8_t **out, size_t *len)
 {
-    infer_state *st = c->state;
+    *len = protobuf_c_message_get_packed_size(msg);
+    if (*len > INT32_MAX)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "response of %zu bytes exceeds the maximum message size", *len);
+    *out = malloc(*len ? *len : 1);
+    if (*out == NULL)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response");
+    protobuf_c_message_pack(msg, *out);
+    return NULL;
+}
+
+/* Packs `r` as is, or wrapped in a ModelStreamInferResponse with the
+ * triton_final_response parameter. */
+static imagen_error *
+pack_response(Inference__ModelInferResponse *r, bool stream, const char *error_message, uint8_t **out, size_t *len)
+{
+    if (!stream)
+        return pack(&r->base, out, len);
+    /* Every streamed response carries triton_final_response (spec §2.3);
+     * a non-decoupled model's one response is always the final one. */
+    Inference__InferParameter final_value = INFERENCE__INFER_PARAMETER__INIT;
+    final_value.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM;
+    final_value.bool_param = 1;
+    Inference__ModelInferResponse__ParametersEntry final_entry =
+        INFERENCE__MODEL_INFER_RESPONSE__PARAMETERS_ENTRY__INIT;
+    final_entry.key = "triton_final_response";
+    final_entry.value = &final_value;
+    Inference__ModelInferResponse__ParametersEntry *entries[1] = {&final_entry};
+    r->n_parameters = 1;
+    r->parameters = entries;
+    Inference__ModelStreamInferResponse sr = INFERENCE__MODEL_STREAM_INFER_RESPONSE__INIT;
+    if (error_message != NULL)
+        sr.error_message = (char *)error_message;
+    sr.infer_response = r;
+    return pack(&sr.base, out, len);
+}
+
+imagen_error *
+imagen__grpc_infer_encode(const imagen__grpc_infer *st, const imagen_response *resp, bool stream, uint8_t **out,
+                          size_t *len)
+{
+    *out = NULL;
+    *len = 0;
     size_t n = imagen_response_output_count(resp);
     Inference__ModelInferResponse__InferOutputTensor *outs = calloc(n + 1, sizeof(*outs));
     Inference__ModelInferResponse__InferOutputTensor **ptrs = calloc(n + 1, sizeof(*ptrs));
     ProtobufCBinaryData *raw = calloc(n + 1, sizeof(*raw));
+    imagen_error *err = NULL;
     if (outs == NULL || ptrs == NULL || raw == NULL) {
-        free(outs);
-        free(ptrs);
-        free(raw);
-        imagen__grpc_reply_error(c, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response"));
-        return;
+        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response");
+        goto done;
     }
     for (size_t i = 0; i < n; i++) {
         const imagen_tensor *t = imagen_response_output(resp, i);
@@ -517,15 +581,11 @@ encode_response(imagen__grpc_call *c, const imagen_response *resp)
             if (strcmp(st->shm_outs[k].name, t->name) == 0)
                 so = &st->shm_outs[k];
         if (so != NULL && t->byte_size > so->size) {
-            free(outs);
-            free(ptrs);
-            free(raw);
-            imagen__grpc_reply_error(c, imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                                         "shared memory size specified with the request for output "
-                                                         "'%s' (%" PRIu64 " bytes) should be at least %zu bytes to "
-                                                         "hold the results",
-                                                         t->name, so->size, t->byte_size));
-            return;
+            err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                   "shared memory size specified with the request for output '%s' (%" PRIu64
+                                   " bytes) should be at least %zu bytes to hold the results",
+                                   t->name, so->size, t->byte_size);
+            goto done;
         }
         inference__model_infer_response__infer_output_tensor__init(&outs[i]);
         outs[i].name = (char *)t->name;
@@ -553,10 +613,39 @@ encode_response(imagen__grpc_call *c, const imagen_response *resp)
     r.outputs = ptrs;
     r.n_raw_output_contents = n;
     r.raw_output_contents = raw;
-    imagen__grpc_reply_msg(c, &r.base);
+    err = pack_response(&r, stream, NULL, out, len);
+done:
     free(outs);
     free(ptrs);
     free(raw);
+    return err;
+}
+
+imagen_error *
+imagen__grpc_infer_encode_error(const imagen__grpc_infer *st, const imagen_error *e, const imagen_response *resp,
+                                uint8_t **out, size_t *len)
+{
+    Inference__ModelInferResponse r = INFERENCE__MODEL_INFER_RESPONSE__INIT;
+    char version[24];
+    if (st != NULL && st->msg != NULL)
+        r.id = st->msg->id;
+    if (resp == NULL) {
+        /* Rejected while decoding: Triton echoes only the id. */
+        Inference__ModelStreamInferResponse sr = INFERENCE__MODEL_STREAM_INFER_RESPONSE__INIT;
+        sr.error_message = (char *)imagen_error_message(e);
+        sr.infer_response = &r;
+        return pack(&sr.base, out, len);
+    }
+    const char *mname = imagen_response_model_name(resp);
+    r.model_name = (char *)(mname ? mname : st->msg->model_name);
+    int64_t v = imagen_response_model_version(resp);
+    if (v > 0) {
+        snprintf(version, sizeof(version), "%" PRId64, v);
+        r.model_version = version;
+    } else {
+        r.model_version = st->msg->model_version;
+    }
+    return pack_response(&r, true, imagen_error_message(e), out, len);
 }
 
 static void
@@ -564,10 +653,17 @@ on_complete(imagen_response *resp, void *user_data)
 {
     imagen__grpc_call *c = user_data;
     const imagen_error *e = imagen_response_error(resp);
-    if (e != NULL)
+    if (e != NULL) {
         imagen__grpc_reply_error(c, imagen_error_new(imagen_error_code_of(e), "%s", imagen_error_message(e)));
-    else
-        encode_response(c, resp);
+    } else {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        imagen_error *err = imagen__grpc_infer_encode(c->state, resp, false, &buf, &len);
+        if (err != NULL)
+            imagen__grpc_reply_error(c, err);
+        else
+            imagen__grpc_reply_bytes(c, buf, len);
+    }
     imagen_response_free(resp);
 }
 
@@ -575,33 +671,35 @@ on_complete(imagen_response *resp, void *user_data)
  * Handler
  * ==================================================================== */
 
+imagen_error *
+imagen__grpc_infer_decode(imagen__grpc_infer *st, imagen_server *srv, grpc_byte_buffer **bb)
+{
+    ProtobufCMessage *m = NULL;
+    IMAGEN_RETURN_IF_ERROR(imagen__grpc_unpack_buffer(bb, &inference__model_infer_request__descriptor, &m));
+    st->msg = (infer_msg *)m;
+    int64_t version = -1;
+    IMAGEN_RETURN_IF_ERROR(imagen__grpc_parse_version(st->msg->model_version, &version));
+    IMAGEN_RETURN_IF_ERROR(imagen_request_new(srv, st->msg->model_name, version, &st->req));
+    if (st->msg->id[0] != '\0')
+        IMAGEN_RETURN_IF_ERROR(imagen_request_set_id(st->req, st->msg->id));
+    IMAGEN_RETURN_IF_ERROR(parse_request_parameters(st));
+    IMAGEN_RETURN_IF_ERROR(parse_inputs(st));
+    return parse_outputs(st);
+}
+
 void
 imagen__grpc_model_infer(imagen__grpc_call *c)
 {
-    infer_state *st = calloc(1, sizeof(*st));
+    infer_state *st = imagen__grpc_infer_new(imagen__grpc_shm(c));
     if (st == NULL) {
         imagen__grpc_reply_error(c, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory"));
         return;
     }
     c->state = st;
     c->state_free = state_free;
-    ProtobufCMessage *m = NULL;
-    imagen_error *err = imagen__grpc_unpack(c, &inference__model_infer_request__descriptor, &m);
-    int64_t version = -1;
-    if (err == NULL) {
-        st->msg = (infer_msg *)m;
-        err = imagen__grpc_parse_version(st->msg->model_version, &version);
-    }
-    if (err == NULL)
-        err = imagen_request_new(imagen__grpc_server(c), st->msg->model_name, version, &st->req);
-    if (err == NULL && st->msg->id[0] != '\0')
-        err = imagen_request_set_id(st->req, st->msg->id);
-    if (err == NULL)
-        err = parse_request_parameters(st);
-    if (err == NULL)
-        err = parse_inputs(c, st);
-    if (err == NULL)
-        err = parse_outputs(c, st);
+    imagen_error *err = c->payload == NULL
+                            ? imagen_error_new(IMAGEN_ERR_INVALID_ARG, "the call carries no request message")
+                            : imagen__grpc_infer_decode(st, imagen__grpc_server(c), &c->payload);
     if (err == NULL) {
         /* Set before submitting: the close event may arrive at any time. */
         c->on_cancel = on_cancel;

@@ -43,7 +43,7 @@ static const imagen__grpc_method methods[] = {
     {SVC "ServerMetadata", imagen__grpc_server_metadata, false, SLOTS_ADMIN},
     {SVC "ModelMetadata", imagen__grpc_model_metadata, false, SLOTS_ADMIN},
     {SVC "ModelInfer", imagen__grpc_model_infer, false, SLOTS_INFER},
-    {SVC "ModelStreamInfer", NULL, true, SLOTS_ADMIN},
+    {SVC "ModelStreamInfer", imagen__grpc_model_stream_infer, true, SLOTS_INFER},
     {SVC "ModelConfig", imagen__grpc_model_config, false, SLOTS_ADMIN},
     {SVC "ModelStatistics", imagen__grpc_model_statistics, false, SLOTS_ADMIN},
     {SVC "RepositoryIndex", imagen__grpc_repository_index, false, SLOTS_ADMIN},
@@ -75,9 +75,10 @@ struct imagen_grpc {
     imagen__grpc_tag shutdown_tag;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool shutting_down;       /* guarded by lock */
-    bool shutdown_done;       /* guarded by lock; set by a CQ thread */
-    atomic_size_t open_calls; /* accepted and not yet freed */
+    bool shutting_down;         /* guarded by lock */
+    bool shutdown_done;         /* guarded by lock; set by a CQ thread */
+    atomic_size_t open_calls;   /* accepted and not yet freed */
+    imagen__grpc_call *tracked; /* calls to tell about quiesce; guarded by lock */
 };
 
 imagen_server *
@@ -120,9 +121,9 @@ call_new(imagen_grpc *g, size_t method_index, grpc_completion_queue *cq)
     c->grpc = g;
     c->method_index = method_index;
     c->cq = cq;
-    c->new_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_NEW_CALL, c};
-    c->send_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_SEND, c};
-    c->close_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_CLOSE, c};
+    c->new_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_NEW_CALL, c, NULL};
+    c->send_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_SEND, c, NULL};
+    c->close_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_CLOSE, c, NULL};
     grpc_metadata_array_init(&c->request_md);
     grpc_call_details_init(&c->details);
     c->status_details = grpc_empty_slice();
@@ -135,6 +136,17 @@ call_new(imagen_grpc *g, size_t method_index, grpc_completion_queue *cq)
 static void
 call_free(imagen__grpc_call *c)
 {
+    if (c->tracked) {
+        imagen_grpc *g = c->grpc;
+        pthread_mutex_lock(&g->lock);
+        if (c->tracked_prev != NULL)
+            c->tracked_prev->tracked_next = c->tracked_next;
+        else
+            g->tracked = c->tracked_next;
+        if (c->tracked_next != NULL)
+            c->tracked_next->tracked_prev = c->tracked_prev;
+        pthread_mutex_unlock(&g->lock);
+    }
     if (c->state_free != NULL && c->state != NULL)
         c->state_free(c->state);
     if (c->call != NULL) {
@@ -156,6 +168,47 @@ call_unref(imagen__grpc_call *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) == 1)
         call_free(c);
+}
+
+void
+imagen__grpc_call_ref(imagen__grpc_call *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
+
+void
+imagen__grpc_call_unref(imagen__grpc_call *c)
+{
+    call_unref(c);
+}
+
+bool
+imagen__grpc_track(imagen__grpc_call *c)
+{
+    imagen_grpc *g = c->grpc;
+    pthread_mutex_lock(&g->lock);
+    bool ok = !g->shutting_down;
+    if (ok) {
+        c->tracked = true;
+        c->tracked_prev = NULL;
+        c->tracked_next = g->tracked;
+        if (g->tracked != NULL)
+            g->tracked->tracked_prev = c;
+        g->tracked = c;
+    }
+    pthread_mutex_unlock(&g->lock);
+    return ok;
+}
+
+/* Takes a reference unless the call is already being freed (zero). */
+static bool
+call_try_ref(imagen__grpc_call *c)
+{
+    int n = atomic_load(&c->refs);
+    while (n > 0)
+        if (atomic_compare_exchange_weak(&c->refs, &n, n + 1))
+            return true;
+    return false;
 }
 
 /* Requests the next call of a method on `cq`. Fails quietly once the server
@@ -195,9 +248,11 @@ start_send(imagen__grpc_call *c, grpc_status_code status, const char *message)
     grpc_op ops[3];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].data.send_initial_metadata.count = 0;
-    n++;
+    if (!c->initial_md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[n].data.send_initial_metadata.count = 0;
+        n++;
+    }
     if (c->reply != NULL) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = c->reply;
@@ -257,19 +312,39 @@ imagen__grpc_reply_error(imagen__grpc_call *c, imagen_error *err)
     imagen_error_free(err);
 }
 
+void
+imagen__grpc_reply_status(imagen__grpc_call *c, imagen_error *err)
+{
+    if (err != NULL)
+        imagen__grpc_reply_error(c, err);
+    else
+        start_send(c, GRPC_STATUS_OK, NULL);
+}
+
 imagen_error *
 imagen__grpc_unpack(imagen__grpc_call *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out)
 {
     *out = NULL;
     if (c->payload == NULL)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "the call carries no request message");
+    return imagen__grpc_unpack_buffer(&c->payload, desc, out);
+}
+
+imagen_error *
+imagen__grpc_unpack_buffer(grpc_byte_buffer **bb, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out)
+{
+    *out = NULL;
     grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, c->payload))
+    bool readable = grpc_byte_buffer_reader_init(&reader, *bb) != 0;
+    grpc_slice all = grpc_empty_slice();
+    if (readable) {
+        all = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+    }
+    grpc_byte_buffer_destroy(*bb);
+    *bb = NULL;
+    if (!readable)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "cannot read the request message (bad compression?)");
-    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    grpc_byte_buffer_destroy(c->payload);
-    c->payload = NULL;
     ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);
     if (m == NULL)
@@ -354,6 +429,9 @@ cq_main(void *arg)
         case IMAGEN_GRPC_TAG_SEND:
             call_unref(c);
             break;
+        case IMAGEN_GRPC_TAG_OP:
+            tag->done(c, ev.success != 0);
+            break;
         case IMAGEN_GRPC_TAG_CLOSE:
             if (c->cancelled && c->on_cancel != NULL)
                 c->on_cancel(c);
@@ -413,7 +491,7 @@ imagen_grpc_start(imagen_server *srv, const imagen_grpc_options *opts, imagen_gr
     }
     g->srv = srv;
     g->shm = opts->shm;
-    g->shutdown_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_SHUTDOWN, NULL};
+    g->shutdown_tag = (imagen__grpc_tag){IMAGEN_GRPC_TAG_SHUTDOWN, NULL, NULL};
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->cond, NULL);
     atomic_init(&g->open_calls, 0);
@@ -488,11 +566,32 @@ void
 imagen_grpc_quiesce(imagen_grpc *g)
 {
     pthread_mutex_lock(&g->lock);
-    if (!g->shutting_down) {
-        g->shutting_down = true;
-        grpc_server_shutdown_and_notify(g->server, g->cqs[0], &g->shutdown_tag);
+    if (g->shutting_down) {
+        pthread_mutex_unlock(&g->lock);
+        return;
     }
+    g->shutting_down = true;
+    grpc_server_shutdown_and_notify(g->server, g->cqs[0], &g->shutdown_tag);
+    /* Tell long-lived calls, outside the lock: their hooks may drop the
+     * last reference, and call_free takes the lock. No call joins the list
+     * from now on (imagen__grpc_track refuses), so the count is final. */
+    size_t n = 0;
+    for (imagen__grpc_call *c = g->tracked; c != NULL; c = c->tracked_next)
+        n++;
+    imagen__grpc_call **calls = n ? calloc(n, sizeof(*calls)) : NULL;
+    size_t k = 0;
+    for (imagen__grpc_call *c = g->tracked; c != NULL && calls != NULL; c = c->tracked_next)
+        if (call_try_ref(c))
+            calls[k++] = c;
     pthread_mutex_unlock(&g->lock);
+    if (n > 0 && calls == NULL)
+        IMAGEN_LOG_WARN_(COMPONENT, "out of memory telling %zu streams about shutdown; they end at the drain timeout",
+                         n);
+    for (size_t i = 0; i < k; i++) {
+        calls[i]->on_quiesce(calls[i]);
+        call_unref(calls[i]);
+    }
+    free(calls);
 }
 
 void

@@ -251,9 +251,7 @@ def test_unimplemented_rpcs(served):
         with pytest.raises(grpc.RpcError) as ei:
             c.unary(method, req, resp)
         assert_rpc_error(ei, grpc.StatusCode.UNIMPLEMENTED, method)
-    with pytest.raises(grpc.RpcError) as ei:
-        list(c.stub.ModelStreamInfer(iter([pb.ModelInferRequest(model_name="identity")]), timeout=10))
-    assert_rpc_error(ei, grpc.StatusCode.UNIMPLEMENTED, "ModelStreamInfer")
+    # ModelStreamInfer is served (tests/integration/test_grpc_stream.py).
     fn = c.channel.unary_unary("/inference.GRPCInferenceService/NoSuchRpc",
                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
     with pytest.raises(grpc.RpcError) as ei:

@@ -116,6 +116,8 @@ static const flag_row flag_table[] = {
     {"grpc-port", NULL, FLAG_INT, OPT(grpc_port), "8001", 0, PORT_MAX, NULL, "port", 0, "gRPC port."},
     {"grpc-address", NULL, FLAG_STRING, OPT(grpc_address), "0.0.0.0", 0, 0, NULL, "address", 0,
      "Address the gRPC endpoint binds."},
+    {"grpc-infer-thread-count", NULL, FLAG_INT, OPT(grpc_infer_thread_count), "2", 1, 64, NULL, "n", 0,
+     "gRPC completion-queue threads (they never run a model)."},
 
     {.name = "Metrics endpoint", .type = FLAG_SECTION},
     {"allow-metrics", NULL, FLAG_BOOL, OPT(allow_metrics), "true", 0, 0, NULL, NULL, 0,

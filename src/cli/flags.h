@@ -58,6 +58,7 @@ typedef struct imagen_cli_options {
     bool allow_grpc;
     int grpc_port;
     const char *grpc_address;
+    int grpc_infer_thread_count; /* 1..64: completion-queue threads */
     /* metrics */
     bool allow_metrics;
     int metrics_port;

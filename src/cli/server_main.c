@@ -203,6 +203,7 @@ start_grpc(const imagen_cli_options *opts, shutdown_ctx *ctx)
     imagen_grpc_options_init(&go);
     go.address = opts->grpc_address;
     go.port = opts->grpc_port;
+    go.cq_threads = opts->grpc_infer_thread_count;
     go.shm = ctx->shm;
     imagen_error *err = imagen_grpc_start(ctx->server, &go, &ctx->grpc);
     if (err != NULL) {

@@ -5,10 +5,13 @@
  * The decoding and encoding (imagen__grpc_infer_*) are shared with
  * ModelStreamInfer (grpc_stream.c), which wraps responses in
  * ModelStreamInferResponse.
- * Tensors from raw_input_contents point straight into the unpacked request
- * message, which the call keeps until it is freed (after completion), so the
- * core sees them without another copy; typed `contents` are converted into
- * owned buffers. Outputs always go in raw_output_contents, index-aligned with
+ * Tensors from raw_input_contents point straight into the received message:
+ * its bytes are taken as one contiguous slice (the one slice gRPC received,
+ * referenced, or one gather copy when it came in several), a wire scanner
+ * (grpc_wire.c) finds the raw_input_contents fields in it, and protobuf-c
+ * unpacks only the other fields, so the raw bytes are never copied. The
+ * slice lives until the call's state is freed (after completion). Typed
+ * `contents` are converted into owned buffers. Outputs always go in raw_output_contents, index-aligned with
  * `outputs`. A call cancelled by its client or its deadline cancels the
  * request if it is still queued. Inputs in a client's shared-memory region
  * are read in place; outputs bound to a region are copied into it on
@@ -21,7 +24,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+
+#include "grpc/grpc_wire.h"
 #include "grpc_service.pb-c.h"
+
+/* ModelInferRequest's field number of raw_input_contents (proto/grpc_service.proto). */
+#define RAW_INPUT_CONTENTS_FIELD 7
 
 typedef Inference__ModelInferRequest infer_msg;
 typedef Inference__ModelInferRequest__InferInputTensor infer_input;
@@ -34,8 +45,12 @@ typedef struct shm_output {
 } shm_output;
 
 typedef struct imagen__grpc_infer {
-    imagen_shm *shm;     /* borrowed registry; NULL = client shm disabled */
-    infer_msg *msg;      /* owned; raw inputs point into it */
+    imagen_shm *shm; /* borrowed registry; NULL = client shm disabled */
+    infer_msg *msg;  /* owned; unpacked without raw_input_contents */
+    grpc_slice wire; /* the received message, contiguous; raw inputs point into it */
+    bool has_wire;
+    imagen__grpc_span *raw; /* owned: raw_input_contents entries, as ranges of wire */
+    size_t n_raw;
     imagen_request *req; /* owned reference */
     void **owned;        /* buffers converted from typed contents */
     size_t n_owned;
@@ -62,6 +77,9 @@ imagen__grpc_infer_free(imagen__grpc_infer *st)
     free(st->owned);
     if (st->msg != NULL)
         protobuf_c_message_free_unpacked(&st->msg->base, NULL);
+    free(st->raw);
+    if (st->has_wire)
+        grpc_slice_unref(st->wire);
     free(st);
 }
 
@@ -427,7 +445,7 @@ parse_inputs(infer_state *st)
     size_t raw_next = 0;
     for (size_t i = 0; i < msg->n_inputs; i++) {
         const infer_input *in = msg->inputs[i];
-        if (in->contents != NULL && msg->n_raw_input_contents > 0)
+        if (in->contents != NULL && st->n_raw > 0)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "contents field must not be specified when using raw_input_contents for '%s' "
                                     "for model '%s'",
@@ -466,10 +484,10 @@ parse_inputs(infer_state *st)
             size = (size_t)shm_size;
         } else if (in->contents != NULL) {
             IMAGEN_RETURN_IF_ERROR(convert_contents(st, in, dt, elems, &data, &size));
-        } else if (raw_next < msg->n_raw_input_contents) {
-            /* Zero copy: the core borrows the bytes of the unpacked message. */
-            data = msg->raw_input_contents[raw_next].data;
-            size = msg->raw_input_contents[raw_next].len;
+        } else if (raw_next < st->n_raw) {
+            /* Zero copy: the core borrows the bytes of the received message. */
+            data = GRPC_SLICE_START_PTR(st->wire) + st->raw[raw_next].offset;
+            size = st->raw[raw_next].len;
             raw_next++;
         } else {
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "unable to find data for input tensor '%s' for model '%s'",
@@ -478,10 +496,10 @@ parse_inputs(infer_state *st)
         IMAGEN_RETURN_IF_ERROR(
             imagen_request_add_input(st->req, in->name, dt, in->shape, in->n_shape, size ? data : NULL, size));
     }
-    if (raw_next < msg->n_raw_input_contents)
+    if (raw_next < st->n_raw)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                 "expected %zu raw_input_contents entries (one per input) for model '%s' but got %zu",
-                                raw_next, model, msg->n_raw_input_contents);
+                                raw_next, model, st->n_raw);
     return NULL;
 }
 
@@ -671,12 +689,83 @@ on_complete(imagen_response *resp, void *user_data)
  * Handler
  * ==================================================================== */
 
+/* Takes the received message as one contiguous slice (*out referenced).
+ * An uncompressed message that arrived as one slice is used as is; one in
+ * several slices is gathered once (gRPC's reader decompresses as needed). */
+static bool
+take_message(grpc_byte_buffer *bb, grpc_slice *out)
+{
+    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+        bb->data.raw.slice_buffer.count == 1) {
+        *out = grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
+        return true;
+    }
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, bb))
+        return false;
+    *out = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    return true;
+}
+
+/* Takes *bb (consumed) into st->wire, records where its raw_input_contents
+ * are, and unpacks the rest of the message into st->msg. */
+static imagen_error *
+unpack_request(infer_state *st, grpc_byte_buffer **bb)
+{
+    const ProtobufCMessageDescriptor *desc = &inference__model_infer_request__descriptor;
+    bool readable = take_message(*bb, &st->wire);
+    grpc_byte_buffer_destroy(*bb);
+    *bb = NULL;
+    if (!readable)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "cannot read the request message (bad compression?)");
+    st->has_wire = true;
+    /* st->wire, not a copy: a small slice keeps its bytes inline. */
+    const uint8_t *base = GRPC_SLICE_START_PTR(st->wire);
+    imagen__grpc_wire_scan scan;
+    imagen__grpc_wire_result r =
+        imagen__grpc_wire_scan_message(base, GRPC_SLICE_LENGTH(st->wire), RAW_INPUT_CONTENTS_FIELD, &scan);
+    if (r == IMAGEN_GRPC_WIRE_NOMEM)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory reading the request message");
+    if (r != IMAGEN_GRPC_WIRE_OK)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "failed to parse the request message as %s", desc->name);
+    st->raw = scan.found;
+    st->n_raw = scan.n_found;
+    /* The other fields usually precede the raw contents and form one range,
+     * unpacked in place; otherwise only they (small) are gathered. */
+    const uint8_t *rest = base; /* no other field: an empty message */
+    uint8_t *gathered = NULL;
+    size_t rest_len = 0;
+    if (scan.n_rest == 1) {
+        rest = base + scan.rest[0].offset;
+        rest_len = scan.rest[0].len;
+    } else if (scan.n_rest > 1) {
+        for (size_t i = 0; i < scan.n_rest; i++)
+            rest_len += scan.rest[i].len;
+        if ((gathered = malloc(rest_len)) == NULL) {
+            free(scan.rest);
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory reading the request message");
+        }
+        size_t off = 0;
+        for (size_t i = 0; i < scan.n_rest; i++) {
+            memcpy(gathered + off, base + scan.rest[i].offset, scan.rest[i].len);
+            off += scan.rest[i].len;
+        }
+        rest = gathered;
+    }
+    free(scan.rest);
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, rest_len, rest);
+    free(gathered);
+    if (m == NULL)
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "failed to parse the request message as %s", desc->name);
+    st->msg = (infer_msg *)m;
+    return NULL;
+}
+
 imagen_error *
 imagen__grpc_infer_decode(imagen__grpc_infer *st, imagen_server *srv, grpc_byte_buffer **bb)
 {
-    ProtobufCMessage *m = NULL;
-    IMAGEN_RETURN_IF_ERROR(imagen__grpc_unpack_buffer(bb, &inference__model_infer_request__descriptor, &m));
-    st->msg = (infer_msg *)m;
+    IMAGEN_RETURN_IF_ERROR(unpack_request(st, bb));
     int64_t version = -1;
     IMAGEN_RETURN_IF_ERROR(imagen__grpc_parse_version(st->msg->model_version, &version));
     IMAGEN_RETURN_IF_ERROR(imagen_request_new(srv, st->msg->model_name, version, &st->req));

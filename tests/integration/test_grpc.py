@@ -5,13 +5,14 @@ SIGTERM with calls in flight. Stubs come from proto/ at test time (grpcutil)."""
 import concurrent.futures
 import signal
 import struct
+import subprocess
 import time
 
 import grpc
 import numpy as np
 import pytest
 
-from conftest import SLOW, identity_config, write_model
+from conftest import SERVER_BIN, SLOW, identity_config, write_model
 from grpcutil import Client, assert_rpc_error, infer_request
 from httputil import add_sub_config, bytes_tensor, parse_bytes_tensor, timed_config
 
@@ -474,3 +475,103 @@ def test_grpc_port_in_use_fails_startup(repo, server_factory):
 def test_bytes_helper_roundtrip():
     assert parse_bytes_tensor(bytes_tensor([b"a", b"bc"])) == [b"a", b"bc"]
     assert struct.calcsize("<I") == 4
+
+
+def _many_io_config(name, n):
+    ins = ", ".join(f'{{ name: "INPUT{k}" data_type: TYPE_UINT8 dims: [ -1 ] }}' for k in range(n))
+    outs = ", ".join(f'{{ name: "OUTPUT{k}" data_type: TYPE_UINT8 dims: [ -1 ] }}' for k in range(n))
+    return f"""
+name: "{name}"
+backend: "imageops"
+max_batch_size: 0
+input [ {ins} ]
+output [ {outs} ]
+parameters {{ key: "operation" value: {{ string_value: "identity" }} }}
+"""
+
+
+def test_infer_many_raw_inputs(repo, server_factory):
+    """Each raw_input_contents entry is used in place in the received
+    message: many entries of different sizes (one empty, some above 4 MiB in
+    total) come back byte for byte, each paired with its own input."""
+    n = 32
+    write_model(repo, "many", _many_io_config("many", n))
+    s = server_factory(repo)
+    c = Client(s.grpc_port)
+    rng = np.random.default_rng(7)
+    blobs = [rng.integers(0, 256, size=k * 37 + (300000 if k % 5 == 0 else 0), dtype=np.uint8).tobytes()
+             for k in range(n)]
+    blobs[3] = b""
+    inputs = [(f"INPUT{k}", "UINT8", [len(b)], b) for k, b in enumerate(blobs)]
+    r = c.stub.ModelInfer(infer_request(c.pb, "many", inputs, id="many-1"))
+    assert r.id == "many-1" and len(r.outputs) == n
+    got = {o.name: r.raw_output_contents[i] for i, o in enumerate(r.outputs)}
+    for k, b in enumerate(blobs):
+        assert got[f"OUTPUT{k}"] == b, k
+    c.close()
+
+
+def test_infer_raw_contents_between_other_fields(repo, server_factory):
+    """Protobuf allows fields in any order (and a message may be sent as
+    concatenated parts): raw_input_contents before, between and after the
+    other fields, the message above 4 MiB."""
+    write_model(repo, "add_sub", add_sub_config(dims="[ -1 ]", max_batch_size=0))
+    s = server_factory(repo)
+    c = Client(s.grpc_port)
+    pb = c.pb
+    a = np.arange(600000, dtype=np.int32).reshape(1, -1)
+    b = np.full((1, 600000), 3, dtype=np.int32)
+    first = pb.ModelInferRequest()
+    first.raw_input_contents.append(a.tobytes())
+    middle = pb.ModelInferRequest(model_name="add_sub", id="mixed")
+    middle.inputs.add(name="INPUT0", datatype="INT32", shape=[600000])
+    last = pb.ModelInferRequest()
+    last.raw_input_contents.append(b.tobytes())
+    tail = pb.ModelInferRequest()
+    tail.inputs.add(name="INPUT1", datatype="INT32", shape=[600000])
+    tail.outputs.add(name="OUTPUT0")
+    wire = first.SerializeToString() + middle.SerializeToString() + last.SerializeToString() + \
+        tail.SerializeToString()
+    assert len(wire) > 4 * 1024 * 1024
+    fn = c.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                               request_serializer=lambda x: x,
+                               response_deserializer=pb.ModelInferResponse.FromString)
+    r = fn(wire, timeout=30 * SLOW)
+    assert r.id == "mixed" and [o.name for o in r.outputs] == ["OUTPUT0"]
+    np.testing.assert_array_equal(np.frombuffer(r.raw_output_contents[0], dtype=np.int32), (a + b).ravel())
+    c.close()
+
+
+def test_infer_malformed_wire_is_invalid_argument(served):
+    """A truncated raw_input_contents field or one with the wrong wire type
+    is rejected before anything is used."""
+    s, c = served
+    fn = c.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                               request_serializer=lambda x: x,
+                               response_deserializer=c.pb.ModelInferResponse.FromString)
+    for wire in (b"\x0a\x08identity\x3a\x10abc", b"\x0a\x08identity\x38\x01"):
+        with pytest.raises(grpc.RpcError) as ei:
+            fn(wire, timeout=30 * SLOW)
+        assert_rpc_error(ei, grpc.StatusCode.INVALID_ARGUMENT, "failed to parse the request message")
+
+
+def test_grpc_infer_thread_count(repo, server_factory):
+    """One completion-queue thread still serves parallel calls (it never
+    runs a model); values outside 1..64 are refused at startup."""
+    write_model(repo, "identity", identity_config())
+    s = server_factory(repo, "--grpc-infer-thread-count=1")
+    c = Client(s.grpc_port)
+    data = np.arange(8, dtype=np.int32).reshape(1, 8)
+
+    def one(i):
+        r = c.stub.ModelInfer(infer_request(c.pb, "identity", [("INPUT0", "INT32", data.shape, data.tobytes())]),
+                              timeout=30 * SLOW)
+        return r.raw_output_contents[0] == data.tobytes()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(one, range(32)))
+    c.close()
+    for bad in ("0", "65", "x"):
+        p = subprocess.run([SERVER_BIN, f"--model-repository={repo}", f"--grpc-infer-thread-count={bad}"],
+                           capture_output=True, timeout=30 * SLOW)
+        assert p.returncode == 2 and b"--grpc-infer-thread-count" in p.stderr, (bad, p.returncode, p.stderr)

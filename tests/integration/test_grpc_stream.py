@@ -352,3 +352,21 @@ def test_sigterm_drains_stream_requests_in_flight(repo, server_factory):
     assert all(r.infer_response.raw_output_contents[0] == data for r in ok)
     assert isinstance(rest[-1], grpc.RpcError) and rest[-1].code() == grpc.StatusCode.UNAVAILABLE, rest
     c.close()
+
+
+def test_large_requests_on_one_stream(served):
+    """Messages above 4 MiB on a stream, with small ones between them: each
+    request's raw inputs are used in place in its own received message."""
+    s, c = served
+    reqs, want = [], {}
+    for i, n in enumerate([1_500_000, 4, 1_200_000, 16]):
+        req, data = ident_req(c.pb, i * 10, n=n)
+        reqs.append(req)
+        want[f"r{i * 10}"] = data
+    got = by_id(c.stub.ModelStreamInfer(iter(reqs), timeout=60 * SLOW))
+    assert set(got) == set(want)
+    for rid, data in want.items():
+        r = got[rid]
+        assert r.error_message == ""
+        check_final(r)
+        assert r.infer_response.raw_output_contents[0] == data.tobytes()

@@ -15,7 +15,9 @@
  * `outputs`. A call cancelled by its client or its deadline cancels the
  * request if it is still queued. Inputs in a client's shared-memory region
  * are read in place; outputs bound to a region are copied into it on
- * completion and get an empty raw_output_contents entry.
+ * completion and get an empty raw_output_contents entry. An output
+ * requested with the `classification` parameter comes back as BYTES top-K
+ * strings, built by the same code as HTTP's (common/classify.c).
  */
 #include "grpc/grpc_internal.h"
 
@@ -28,6 +30,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
 
+#include "common/classify.h"
 #include "grpc/grpc_wire.h"
 #include "grpc_service.pb-c.h"
 
@@ -58,6 +61,7 @@ typedef struct imagen__grpc_infer {
     size_t n_shm_refs;
     shm_output *shm_outs; /* one slot per requested output */
     size_t n_shm_outs;
+    uint64_t *class_k; /* per msg->outputs entry: classification K, 0 = none; NULL when none asked */
 } infer_state;
 
 void
@@ -72,6 +76,7 @@ imagen__grpc_infer_free(imagen__grpc_infer *st)
         imagen_shm_release(st->shm_refs[i]);
     free(st->shm_refs);
     free(st->shm_outs);
+    free(st->class_k);
     for (size_t i = 0; i < st->n_owned; i++)
         free(st->owned[i]);
     free(st->owned);
@@ -523,10 +528,25 @@ parse_outputs(infer_state *st)
         }
         for (size_t p = 0; p < o->n_parameters; p++) {
             const char *key = o->parameters[p]->key;
-            if (strcmp(key, "classification") == 0)
-                return imagen_error_new(IMAGEN_ERR_UNSUPPORTED,
-                                        "the classification extension is not served over gRPC yet (output '%s')",
+            const Inference__InferParameter *v = o->parameters[p]->value;
+            if (strcmp(key, "classification") != 0)
+                continue;
+            if (v == NULL || v->parameter_choice_case != INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM ||
+                v->int64_param < 0)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "invalid value type for 'classification' parameter of output '%s', expected "
+                                        "a non-negative int64_param",
                                         o->name);
+            if (v->int64_param == 0)
+                continue; /* as over HTTP: 0 asks for no classification */
+            if (shm_addr != NULL)
+                return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                        "Output can't set both 'shared_memory_region' and 'classification' "
+                                        "(output '%s')",
+                                        o->name);
+            if (st->class_k == NULL && (st->class_k = calloc(msg->n_outputs, sizeof(uint64_t))) == NULL)
+                return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+            st->class_k[i] = (uint64_t)v->int64_param;
         }
         IMAGEN_RETURN_IF_ERROR(imagen_request_add_requested_output(st->req, o->name));
     }
@@ -577,6 +597,16 @@ pack_response(Inference__ModelInferResponse *r, bool stream, const char *error_m
     return pack(&sr.base, out, len);
 }
 
+/* The classification K asked for output `name`; 0 when none. */
+static uint64_t
+class_k_of(const infer_state *st, const char *name)
+{
+    for (size_t i = 0; st->class_k != NULL && i < st->msg->n_outputs; i++)
+        if (strcmp(st->msg->outputs[i]->name, name) == 0)
+            return st->class_k[i];
+    return 0;
+}
+
 imagen_error *
 imagen__grpc_infer_encode(const imagen__grpc_infer *st, const imagen_response *resp, bool stream, uint8_t **out,
                           size_t *len)
@@ -587,13 +617,36 @@ imagen__grpc_infer_encode(const imagen__grpc_infer *st, const imagen_response *r
     Inference__ModelInferResponse__InferOutputTensor *outs = calloc(n + 1, sizeof(*outs));
     Inference__ModelInferResponse__InferOutputTensor **ptrs = calloc(n + 1, sizeof(*ptrs));
     ProtobufCBinaryData *raw = calloc(n + 1, sizeof(*raw));
+    imagen_buf *cls = calloc(n + 1, sizeof(*cls));        /* classified outputs' strings */
+    int64_t(*cshape)[2] = calloc(n + 1, sizeof(*cshape)); /* and their shapes */
     imagen_error *err = NULL;
-    if (outs == NULL || ptrs == NULL || raw == NULL) {
+    const imagen_model *model = imagen_request_model(st->req);
+    const imagen_model_config *cfg = model ? imagen_model_get_config(model) : NULL;
+    bool batching = cfg && cfg->max_batch_size > 0;
+    if (outs == NULL || ptrs == NULL || raw == NULL || cls == NULL || cshape == NULL) {
         err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response");
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
         const imagen_tensor *t = imagen_response_output(resp, i);
+        uint64_t class_count = class_k_of(st, t->name);
+        imagen_tensor view;
+        if (class_count > 0) {
+            size_t n_labels = 0;
+            const char *const *labels = imagen_model_output_labels(model, t->name, &n_labels);
+            size_t crank = 0;
+            imagen_buf_init(&cls[i]);
+            err = imagen_classify(t, class_count, batching, labels, n_labels, &cls[i], cshape[i], &crank);
+            if (err != NULL)
+                goto done;
+            view = *t;
+            view.datatype = IMAGEN_TYPE_BYTES;
+            view.shape = cshape[i];
+            view.rank = crank;
+            view.data = cls[i].data;
+            view.byte_size = cls[i].len;
+            t = &view;
+        }
         const shm_output *so = NULL;
         for (size_t k = 0; k < st->n_shm_outs && so == NULL; k++)
             if (strcmp(st->shm_outs[k].name, t->name) == 0)
@@ -633,6 +686,10 @@ imagen__grpc_infer_encode(const imagen__grpc_infer *st, const imagen_response *r
     r.raw_output_contents = raw;
     err = pack_response(&r, stream, NULL, out, len);
 done:
+    for (size_t i = 0; cls != NULL && i < n; i++)
+        imagen_buf_free(&cls[i]);
+    free(cls);
+    free(cshape);
     free(outs);
     free(ptrs);
     free(raw);

@@ -20,9 +20,8 @@
 #include "imagen/types.h"
 
 /* ---- limits (http) ---- */
-#define IMAGEN_HTTP_MAX_PATH_SEGMENTS 8              /* longest route has 7 segments */
-#define IMAGEN_HTTP_CLASSIFICATION_MAX_ELEMS 1000000 /* spec §1.11 */
-#define IMAGEN_HTTP_MAX_HEADER_VALUE_BYTES 4096      /* numeric headers longer than this are rejected */
+#define IMAGEN_HTTP_MAX_PATH_SEGMENTS 8         /* longest route has 7 segments */
+#define IMAGEN_HTTP_MAX_HEADER_VALUE_BYTES 4096 /* numeric headers longer than this are rejected */
 
 /* ======================================================================
  * Routing (http_route.c)
@@ -184,9 +183,8 @@ imagen_error *imagen__http_infer_encode(imagen__http_infer *inf, const imagen_re
 /* Releases the request and everything the infer object owns. Accepts NULL. */
 void imagen__http_infer_free(imagen__http_infer *inf);
 
-/* Top-K classification of one output (spec §1.11): replaces `t` by BYTES
- * strings "<value>:<index>[:<label>]" in the [u32 len][bytes] layout, into
- * `data`; fills shape/rank. `batching` tells whether dim 0 is the batch dim. */
+/* Top-K classification of one output (spec §1.11); forwards to
+ * imagen_classify() (common/classify.h), which the gRPC frontend shares. */
 imagen_error *imagen__http_classify(const imagen_tensor *t, uint64_t k, bool batching, const char *const *labels,
                                     size_t n_labels, imagen_buf *data, int64_t *shape, size_t *rank);
 

@@ -3,6 +3,7 @@ every served rpc, error statuses, ModelInfer with raw and typed contents,
 batching, concurrency, cancellation and deadlines, and a clean exit on
 SIGTERM with calls in flight. Stubs come from proto/ at test time (grpcutil)."""
 import concurrent.futures
+import json
 import signal
 import struct
 import subprocess
@@ -575,3 +576,132 @@ def test_grpc_infer_thread_count(repo, server_factory):
         p = subprocess.run([SERVER_BIN, f"--model-repository={repo}", f"--grpc-infer-thread-count={bad}"],
                            capture_output=True, timeout=30 * SLOW)
         assert p.returncode == 2 and b"--grpc-infer-thread-count" in p.stderr, (bad, p.returncode, p.stderr)
+
+
+# ---- classification (spec §1.11, §2.3) ----------------------------------------------
+
+CLASSIFY_CONFIG = ('name: "classify"\nbackend: "imageops"\nmax_batch_size: 0\n'
+                   'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+                   'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] label_filename: "labels.txt" } ]\n'
+                   'parameters { key: "operation" value: { string_value: "identity" } }\n')
+
+
+@pytest.fixture
+def cls_served(repo, server_factory):
+    """classify (FP32 [4], no batching, labels), identity (INT32, batching)
+    and BYTES / FP16 identities; the server serves HTTP too."""
+    write_model(repo, "classify", CLASSIFY_CONFIG, files={"labels.txt": "cat\ndog\nbird\nfish\n"})
+    write_model(repo, "identity", identity_config())
+    write_model(repo, "id_bytes", identity_config(name="id_bytes", dtype="TYPE_STRING"))
+    write_model(repo, "id_fp16", identity_config(name="id_fp16", dtype="TYPE_FP16"))
+    s = server_factory(repo)
+    c = Client(s.grpc_port)
+    yield s, c
+    c.close()
+
+
+def _classify_request(pb, model, dtype, values, k, kind="int64_param"):
+    req = infer_request(pb, model, [("INPUT0", dtype, values.shape, values.tobytes())])
+    o = req.outputs.add(name="OUTPUT0")
+    setattr(o.parameters["classification"], kind, k)
+    return req
+
+
+def _http_classify(s, model, dtype, values, k):
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": dtype, "shape": list(values.shape),
+                                   "data": values.flatten().tolist()}],
+                       "outputs": [{"name": "OUTPUT0", "parameters": {"classification": k}}]})
+    r = s.post(f"/v2/models/{model}/infer", body=body.encode())
+    assert r.status == 200, r.body
+    return r.json()["outputs"][0]
+
+
+def _grpc_classify(c, model, dtype, values, k):
+    r = c.stub.ModelInfer(_classify_request(c.pb, model, dtype, values, k))
+    assert len(r.outputs) == 1 and len(r.raw_output_contents) == 1
+    o = r.outputs[0]
+    return o, [b.decode() for b in parse_bytes_tensor(r.raw_output_contents[0])]
+
+
+def test_classification_with_labels(cls_served):
+    s, c = cls_served
+    values = np.array([0.1, 3.3, 0.5, 2.0], dtype=np.float32)
+    o, strings = _grpc_classify(c, "classify", "FP32", values, 2)
+    assert (o.name, o.datatype, list(o.shape)) == ("OUTPUT0", "BYTES", [2])
+    assert not o.HasField("contents")
+    assert strings == ["3.300000:1:dog", "2.000000:3:fish"]
+
+
+def test_classification_without_labels_batched(cls_served):
+    s, c = cls_served
+    values = np.array([[1, 9, 5], [7, 2, 8]], dtype=np.int32)
+    o, strings = _grpc_classify(c, "identity", "INT32", values, 5)
+    assert (o.datatype, list(o.shape)) == ("BYTES", [2, 3])
+    assert strings == ["9:1", "5:2", "1:0", "8:2", "7:0", "2:1"]
+    o, strings = _grpc_classify(c, "identity", "INT32", values, 1)
+    assert list(o.shape) == [2, 1] and strings == ["9:1", "8:2"]
+
+
+@pytest.mark.parametrize("k,expect", [
+    (1, ["3.300000:1:dog"]),
+    (4, ["3.300000:1:dog", "2.000000:3:fish", "0.500000:2:bird", "0.100000:0:cat"]),
+    (1000, ["3.300000:1:dog", "2.000000:3:fish", "0.500000:2:bird", "0.100000:0:cat"]),
+])
+def test_classification_class_count_bounds(cls_served, k, expect):
+    s, c = cls_served
+    values = np.array([0.1, 3.3, 0.5, 2.0], dtype=np.float32)
+    o, strings = _grpc_classify(c, "classify", "FP32", values, k)
+    assert list(o.shape) == [len(expect)] and strings == expect
+
+
+def test_classification_zero_means_plain_output(cls_served):
+    s, c = cls_served
+    values = np.array([0.1, 3.3, 0.5, 2.0], dtype=np.float32)
+    r = c.stub.ModelInfer(_classify_request(c.pb, "classify", "FP32", values, 0))
+    assert (r.outputs[0].datatype, list(r.outputs[0].shape)) == ("FP32", [4])
+    np.testing.assert_array_equal(np.frombuffer(r.raw_output_contents[0], dtype=np.float32), values)
+
+
+def test_classification_errors(cls_served):
+    s, c = cls_served
+    pb = c.pb
+    f32 = np.array([0.1, 3.3, 0.5, 2.0], dtype=np.float32)
+    cases = [
+        (_classify_request(pb, "classify", "FP32", f32, -1), "non-negative int64_param"),
+        (_classify_request(pb, "classify", "FP32", f32, 2, kind="uint64_param"), "int64_param"),
+        (_classify_request(pb, "classify", "FP32", f32, "2", kind="string_param"), "int64_param"),
+        (_classify_request(pb, "id_fp16", "FP16", np.array([[1, 2]], dtype=np.float16), 1),
+         "unsupported type 'FP16'"),
+    ]
+    bytes_req = infer_request(pb, "id_bytes", [("INPUT0", "BYTES", [1, 2], bytes_tensor([b"ab", b"c"]))])
+    bytes_req.outputs.add(name="OUTPUT0").parameters["classification"].int64_param = 1
+    cases.append((bytes_req, "unsupported type 'BYTES'"))
+    for req, fragment in cases:
+        with pytest.raises(grpc.RpcError) as ei:
+            c.stub.ModelInfer(req)
+        assert_rpc_error(ei, grpc.StatusCode.INVALID_ARGUMENT, fragment)
+    assert c.stub.ServerReady(pb.ServerReadyRequest()).ready is True
+
+
+def test_classification_matches_http(cls_served):
+    s, c = cls_served
+    cases = [
+        ("classify", "FP32", np.array([0.1, 3.3, 0.5, 2.0], dtype=np.float32), 3),
+        ("classify", "FP32", np.array([-1.5, 2.0, 2.0, 0.0], dtype=np.float32), 4),
+        ("identity", "INT32", np.array([[1, 9, 5, -4], [7, 2, 8, 8]], dtype=np.int32), 3),
+        ("identity", "INT32", np.array([[3]], dtype=np.int32), 2),
+    ]
+    for model, dtype, values, k in cases:
+        o, strings = _grpc_classify(c, model, dtype, values, k)
+        h = _http_classify(s, model, dtype, values, k)
+        assert (o.datatype, list(o.shape), strings) == (h["datatype"], h["shape"], h["data"]), (model, k)
+
+
+def test_classification_stream(cls_served):
+    s, c = cls_served
+    values = np.array([0.1, 3.3, 0.5, 2.0], dtype=np.float32)
+    (resp,) = list(c.stub.ModelStreamInfer(iter([_classify_request(c.pb, "classify", "FP32", values, 1)])))
+    assert resp.error_message == ""
+    r = resp.infer_response
+    assert (r.outputs[0].datatype, list(r.outputs[0].shape)) == ("BYTES", [1])
+    assert parse_bytes_tensor(r.raw_output_contents[0]) == [b"3.300000:1:dog"]

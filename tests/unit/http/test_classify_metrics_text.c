@@ -1,5 +1,6 @@
-/* Unit tests for classification formatting (src/http/http_infer.c) and the
- * Prometheus text escapes (src/http/metrics.c). */
+/* Unit tests for classification formatting (src/common/classify.c, called
+ * through src/http/http_infer.c) and the Prometheus text escapes
+ * (src/http/metrics.c). */
 #include <string.h>
 
 #include "http/http_internal.h"

@@ -51,9 +51,9 @@ typedef struct imagen_cmd {
 /* The parsed command line; strings are borrowed from argv. */
 typedef struct imagen_cmd_args {
     const imagen_cmd *cmd;
-    const char *url;    /* --url; default IMAGEN_CLIENT_DEFAULT_URL or $IMAGEN_URL */
-    int64_t timeout_ms; /* --timeout SECONDS; 0 = none */
-    const char *positional[4];
+    const char *url;         /* --url; default IMAGEN_CLIENT_DEFAULT_URL or $IMAGEN_URL */
+    int64_t timeout_ms;      /* --timeout SECONDS; 0 = none */
+    const char **positional; /* n_positional arguments (owned array, freed by imagen_cmd_args_free) */
     size_t n_positional;
     struct {
         size_t flag; /* index in cmd->flags */
@@ -66,10 +66,21 @@ typedef struct imagen_cmd_args {
  * else the exit code to exit with (help printed: 0; usage error: 2). */
 int imagen_cmd_parse(const imagen_cmd *cmds, size_t n_cmds, int argc, char **argv, imagen_cmd_args *args);
 
+/* Frees what imagen_cmd_parse allocated. */
+void imagen_cmd_args_free(imagen_cmd_args *args);
+
 /* The value of a flag (last one given), NULL if absent; "" for a switch. */
 const char *imagen_cmd_get(const imagen_cmd_args *args, const char *flag);
 /* The i-th value of a repeatable flag, NULL past the end. */
 const char *imagen_cmd_get_nth(const imagen_cmd_args *args, const char *flag, size_t i);
+
+/* ---- job commands (imagen_jobs.c) ----------------------------------------- */
+
+int imagen_cmd_submit(const imagen_cmd_args *args);
+int imagen_cmd_status(const imagen_cmd_args *args);
+int imagen_cmd_jobs(const imagen_cmd_args *args);
+int imagen_cmd_requeue(const imagen_cmd_args *args);
+int imagen_cmd_queues(const imagen_cmd_args *args);
 
 /* ---- tensor files (imagen_io.c) ------------------------------------------ */
 

@@ -31,7 +31,8 @@ static void
 print_main_help(FILE *f, const imagen_cmd *cmds, size_t n)
 {
     fprintf(f, "Usage: imagen [--url URL] [--timeout SECONDS] COMMAND [ARGS] [--help]\n\n"
-               "Talks to an imagen (or Triton) server over HTTP or gRPC.\n\nCommands:\n");
+               "Talks to an imagen (or Triton) server over HTTP or gRPC, and submits and follows\n"
+               "image jobs on the queue the workers read (--queue URL, default $IMAGEN_QUEUE).\n\nCommands:\n");
     for (size_t i = 0; i < n; i++)
         fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
     fprintf(f, "\nGlobal flags (anywhere on the line):\n"
@@ -74,11 +75,12 @@ imagen_cmd_parse(const imagen_cmd *cmds, size_t n_cmds, int argc, char **argv, i
                     fprintf(stderr, "imagen: unknown command '%s' (see imagen --help)\n", arg);
                     return IMAGEN_EXIT_USAGE;
                 }
-            } else if (a->n_positional < 4) {
-                a->positional[a->n_positional++] = arg;
             } else {
-                fprintf(stderr, "imagen %s: too many arguments\n", a->cmd->name);
-                return IMAGEN_EXIT_USAGE;
+                if (a->positional == NULL && (a->positional = calloc((size_t)argc, sizeof(char *))) == NULL) {
+                    fprintf(stderr, "imagen: out of memory\n");
+                    return IMAGEN_EXIT_USAGE;
+                }
+                a->positional[a->n_positional++] = arg;
             }
             continue;
         }
@@ -163,6 +165,14 @@ imagen_cmd_parse(const imagen_cmd *cmds, size_t n_cmds, int argc, char **argv, i
         }
     }
     return -1;
+}
+
+void
+imagen_cmd_args_free(imagen_cmd_args *a)
+{
+    free(a->positional);
+    a->positional = NULL;
+    a->n_positional = 0;
 }
 
 const char *

@@ -616,6 +616,13 @@ done:
         "version", "N", false, "Model version (default: the server's choice)." \
     }
 
+#define QUEUE_FLAG                                                                       \
+    {                                                                                    \
+        "queue", "URL", false,                                                           \
+            "sqlite:///path/queue.db or redis://host:port[/db] (default $IMAGEN_QUEUE, " \
+            "else a sqlite file in ~/.local/share/imagen)"                               \
+    }
+
 static const imagen_cmd commands[] = {
     {"health", "", 0, 0, "Show whether the server is live and ready (exit 1 when not).", NULL, {{0}}, cmd_health},
     {"models",
@@ -672,6 +679,72 @@ static const imagen_cmd commands[] = {
      NULL,
      {VERSION_FLAG},
      cmd_stats},
+    {"submit",
+     "FILE|URL|DIR...",
+     1,
+     SIZE_MAX,
+     "Queue a job per image for an operation's workers (--wait to follow them).",
+     "Each FILE, http(s) URL, or image file directly inside DIR becomes one job\n"
+     "on the queue of --op. Workers fetch the input themselves, so files are\n"
+     "passed as absolute paths (the workers must see the same file system) unless\n"
+     "--inline puts the bytes in the job. Results go to --out: a directory (made\n"
+     "if missing; default .) where each job writes STEM.JOBID.EXT, or an http(s)\n"
+     "URL the worker PUTs the result to (a signed S3/GCS URL; one input only).\n"
+     "Parameters (--param NAME=VALUE): format=png|jpeg|webp, quality=1..100, and\n"
+     "the operation's own:\n"
+     "  upscale            scale=2..4 (2)\n"
+     "  enhance            strength=0..2 (1)\n"
+     "  background_remove  (none; the result is RGBA, PNG or WebP)\n"
+     "  style_comic        strength=0..1 (1), colors=2..64 (8)\n"
+     "  style_aged         strength=0..1 (1), seed=0..2^53 (0), dust=0..1 (0), sepia=0..1 (1)\n"
+     "Prints one line per job (ID OP INPUT), or with --wait follows them to the\n"
+     "end (a progress bar on a terminal; --timeout bounds the wait) and prints\n"
+     "ID OP STATE MS OUTPUT|ERROR per job; exit 1 when any failed.",
+     {{"op", "OP", false, "The operation: upscale, enhance, background_remove, style_comic, style_aged."},
+      {"param", "NAME=VALUE", true, "A job parameter, checked against the operation."},
+      {"out", "DIR|URL", false, "Where results go (default: the current directory)."},
+      {"wait", NULL, false, "Wait for every job to finish and print the results."},
+      {"inline", NULL, false, "Put the input bytes in the job (at most 8 MiB each)."},
+      QUEUE_FLAG},
+     imagen_cmd_submit},
+    {"status",
+     "ID",
+     1,
+     1,
+     "Show one job: state, attempts, times, output or error (exit 1 if it failed).",
+     NULL,
+     {{"json", NULL, false, "Print the job as JSON, with its spec and stage timings."}, QUEUE_FLAG},
+     imagen_cmd_status},
+    {"jobs",
+     "",
+     0,
+     0,
+     "List jobs, newest first.",
+     NULL,
+     {{"state", "STATE", false, "Only jobs in STATE: queued, running, done, failed, dead."},
+      {"op", "OP", false, "Only jobs of one operation."},
+      {"limit", "N", false, "At most N jobs (default 100)."},
+      {"json", NULL, false, "Print the jobs as JSON."},
+      QUEUE_FLAG},
+     imagen_cmd_jobs},
+    {"requeue",
+     "[ID]",
+     0,
+     1,
+     "Queue a failed or dead job again, or every dead job with --dead.",
+     NULL,
+     {{"dead", NULL, false, "Requeue every dead-lettered job."},
+      {"op", "OP", false, "With --dead: only this operation's."},
+      QUEUE_FLAG},
+     imagen_cmd_requeue},
+    {"queues",
+     "",
+     0,
+     0,
+     "Show each operation's queue: queued, in flight, done, failed, dead.",
+     NULL,
+     {{"json", NULL, false, "Print the counts as JSON."}, QUEUE_FLAG},
+     imagen_cmd_queues},
 };
 
 int
@@ -679,7 +752,11 @@ main(int argc, char **argv)
 {
     imagen_cmd_args args;
     int rc = imagen_cmd_parse(commands, sizeof(commands) / sizeof(commands[0]), argc, argv, &args);
-    if (rc >= 0)
+    if (rc >= 0) {
+        imagen_cmd_args_free(&args);
         return rc;
-    return args.cmd->run(&args);
+    }
+    rc = args.cmd->run(&args);
+    imagen_cmd_args_free(&args);
+    return rc;
 }

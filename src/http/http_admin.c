@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "common/base64.h"
 #include "common/log.h"
 
 /* The extensions we implement, as GET /v2 lists them (spec §1.4). */
@@ -314,63 +315,6 @@ repository_index(imagen_server *srv, const char *body, size_t len, imagen__http_
     return NULL;
 }
 
-static int
-b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* Decodes standard or URL-safe base64 (padding optional, whitespace
- * skipped). Returns false on a malformed string. *out owned (free()). */
-static bool
-base64_decode(const char *s, size_t len, unsigned char **out, size_t *out_len)
-{
-    unsigned char *buf = malloc(len / 4 * 3 + 3);
-    if (buf == NULL)
-        return false;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    bool padding = false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-            continue;
-        if (c == '=') {
-            padding = true;
-            continue;
-        }
-        int v = b64_value(c);
-        if (v < 0 || padding) {
-            free(buf);
-            return false;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    if (bits >= 6) { /* a lone trailing character cannot encode a byte */
-        free(buf);
-        return false;
-    }
-    *out = buf;
-    *out_len = o;
-    return true;
-}
-
 static imagen_error *
 repository_load(imagen_server *srv, const char *name, const char *body, size_t len)
 {
@@ -411,7 +355,7 @@ repository_load(imagen_server *srv, const char *name, const char *body, size_t l
                 }
                 unsigned char *data = NULL;
                 size_t size = 0;
-                if (!base64_decode(json_string_value(v), json_string_length(v), &data, &size)) {
+                if (!imagen_base64_decode(json_string_value(v), json_string_length(v), &data, &size)) {
                     err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                            "failed to decode base64 content of load parameter '%s'", key);
                     goto done;

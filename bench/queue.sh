@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The job queue alone: no-op jobs per second through publish -> pull -> ack,
+# on sqlite and on Redis, beside what Redis itself does in the same run.
+#
+#   bench/queue.sh
+#
+# imagen-bench-queue (bench/queue_bench.c) publishes JOBS jobs from one
+# thread while CONSUMERS threads pull up to PULL_MAX at a time and ack each
+# one; the rate runs from the first publish to the last ack.
+#   sqlite: a fresh file in a temporary directory (WAL, synchronous=FULL).
+#   redis:  a redis-server started here on a free port, AOF on with
+#           appendfsync everysec (its usual production setting).
+# Peers, same redis-server, same run:
+#   - redis-benchmark's XADD rate (pipelined 16 deep, 2 connections);
+#   - the raw XADD + XREADGROUP + XACK cost of a job: redis-cli --pipe
+#     sending JOBS XADDs, the XREADGROUPs (COUNT PULL_MAX) that read them
+#     and JOBS XACKs, timed end to end. The issue's target is >= 50 % of it.
+# Target for sqlite: >= 2,000 jobs/s.
+#
+# Environment (defaults): JOBS (20000), CONSUMERS (2), PULL_MAX (16).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+JOBS=${JOBS:-20000}
+CONSUMERS=${CONSUMERS:-2}
+PULL_MAX=${PULL_MAX:-16}
+
+need redis-server
+need redis-cli
+need redis-benchmark
+bench_init queue
+
+bin_dir=$(dirname "$SERVER_BIN")
+if [ -f "$bin_dir/CMakeCache.txt" ]; then
+    cmake --build "$bin_dir" -j "$(nproc)" --target imagen-bench-queue >"$WORK/build-queue.log" 2>&1 ||
+        { tail -20 "$WORK/build-queue.log" >&2; die "building imagen-bench-queue failed"; }
+fi
+QBENCH=$bin_dir/imagen-bench-queue
+[ -x "$QBENCH" ] || die "$QBENCH not found (build the imagen-bench-queue target)"
+
+port=$(free_port)
+mkdir -p "$WORK/redis"
+redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes --appendfsync everysec \
+    --save "" --daemonize no >"$WORK/redis.log" 2>&1 &
+track_pid $!
+for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.05
+done
+redis-cli -p "$port" ping >/dev/null || die "redis-server did not start (see $WORK/redis.log)"
+echo "jobs     $JOBS no-op jobs, $CONSUMERS consumer threads pulling up to $PULL_MAX at a time"
+echo "redis    redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on 127.0.0.1:$port, AOF everysec"
+echo
+
+# imagen's drivers.
+sqlite_json=$("$QBENCH" "sqlite://$WORK/sqlite/queue.db" "$JOBS" "$CONSUMERS" "$PULL_MAX")
+redis_json=$("$QBENCH" "redis://127.0.0.1:$port/0" "$JOBS" "$CONSUMERS" "$PULL_MAX")
+
+# Peer 1: redis-benchmark XADD.
+redis-cli -p "$port" select 1 >/dev/null
+xadd_rps=$(redis-benchmark -p "$port" --dbnum 1 -n "$JOBS" -c 2 -P 16 -q XADD bench:xadd '*' spec x 2>/dev/null |
+    tr '\r' '\n' | sed -n 's/.*XADD[^:]*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+
+# Peer 2: the raw commands of a job, pipelined by redis-cli.
+"$PY" - "$JOBS" "$PULL_MAX" >"$WORK/raw.txt" <<'EOF'
+import sys
+jobs, count = int(sys.argv[1]), int(sys.argv[2])
+spec = '{"input":"/srv/photos/IMG_0001.jpg","output":"/srv/out","params":{"scale":2}}'
+out = sys.stdout
+out.write("SELECT 2\r\nXGROUP CREATE raw g $ MKSTREAM\r\n")
+for i in range(1, jobs + 1):
+    out.write(f"XADD raw 1-{i} spec {spec}\r\n")
+for _ in range((jobs + count - 1) // count):
+    out.write(f"XREADGROUP GROUP g c COUNT {count} STREAMS raw >\r\n")
+for i in range(1, jobs + 1):
+    out.write(f"XACK raw g 1-{i}\r\n")
+EOF
+t0=$(now_us)
+redis-cli -p "$port" --pipe <"$WORK/raw.txt" >"$WORK/raw.out"
+t1=$(now_us)
+raw_rps=$("$PY" -c "print(round($JOBS / (($t1 - $t0) / 1e6)))")
+pending=$(redis-cli -p "$port" -n 2 xpending raw g | head -1)
+
+"$PY" - "$META_JSON" "$RESULT_JSON" "$sqlite_json" "$redis_json" "$xadd_rps" "$raw_rps" "$pending" <<'EOF'
+import json, sys
+meta, out, sq, rd = json.load(open(sys.argv[1])), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+xadd, raw, pending = float(sys.argv[5] or 0), float(sys.argv[6]), sys.argv[7]
+print(f"{'what':<52} {'jobs/s':>10} {'ratio':>8}  target")
+print("-" * 86)
+print(f"{'imagen sqlite driver: publish -> pull -> ack':<52} {sq['jobs_per_s']:>10.0f} "
+      f"{sq['jobs_per_s'] / 2000:>7.2f}x  >= 2,000 jobs/s")
+print(f"{'imagen redis driver: publish -> pull -> ack':<52} {rd['jobs_per_s']:>10.0f} "
+      f"{rd['jobs_per_s'] / raw:>7.1%}  >= 50 % of the raw commands")
+print(f"{'redis-cli --pipe: XADD + XREADGROUP + XACK (raw)':<52} {raw:>10.0f} {'1':>8}")
+print(f"{'redis-benchmark: XADD alone, pipelined 16':<52} {xadd:>10.0f}")
+print()
+print(f"publish alone: sqlite {sq['publish_per_s']:.0f}/s, redis {rd['publish_per_s']:.0f}/s; "
+      f"every job done: sqlite {sq['done']}/{sq['jobs']}, redis {rd['done']}/{rd['jobs']}; "
+      f"raw stream left pending: {pending}")
+json.dump(dict(meta, sqlite=sq, redis=rd, redis_benchmark_xadd_per_s=xadd, raw_pipeline_per_s=raw,
+               sqlite_vs_target=sq["jobs_per_s"] / 2000, redis_vs_raw=rd["jobs_per_s"] / raw), open(out, "w"),
+          indent=1)
+EOF

@@ -1,6 +1,6 @@
 # imagen — common tasks. Every target prints the commands it runs.
 #
-#   make run          build, start the server on models/, show it answering
+#   make run          build, start the server on models/ and a worker, run the sample photos as jobs
 #   make test         unit + integration tests
 #   make help         list targets
 
@@ -19,8 +19,9 @@ help:
 	@echo "targets:"
 	@echo "  deps              install missing Debian packages (scripts/install-deps.sh build test)"
 	@echo "  build             configure and build into $(BUILD_DIR)/ (warnings are errors)"
-	@echo "  run               build, start imagen-server on models/ (:8000 HTTP, :8001 gRPC, :8002 metrics),"
-	@echo "                    show a few requests, serve until Ctrl-C (RUN_SECONDS=N to stop after N s)"
+	@echo "  run               build, start imagen-server on models/ (:8000 HTTP, :8001 gRPC, :8002 metrics) and"
+	@echo "                    imagen-worker (:8090) on a sqlite queue, run the sample photos through all five"
+	@echo "                    operations as jobs (out/), serve until Ctrl-C (RUN_SECONDS=N to stop after N s)"
 	@echo "  test              deps + build + unit and integration tests"
 	@echo "  test-unit         unit tests (ctest)"
 	@echo "  test-integration  integration tests (pytest against real server processes)"
@@ -39,7 +40,7 @@ build:
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 run: deps build
-	IMAGEN_SERVER_BIN=$(BUILD_DIR)/imagen-server scripts/run-server.sh
+	BUILD_DIR=$(BUILD_DIR) scripts/run.sh
 
 test: deps build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure

@@ -24,10 +24,16 @@ grpc_open(imagen_client *c)
 {
     grpc_init();
     /* gRPC's default 4 MiB receive cap would refuse a 1024x1024x3 image
-     * response; the server bounds what it sends. */
+     * response; the server bounds what it sends. Its default reconnect
+     * backoff (1 s growing to 120 s) would leave a worker idle for a long
+     * while after a server restart: a server on the local network is
+     * cheap to probe, so retry within 100 ms and never wait more than 1 s. */
     grpc_arg args[] = {
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = -1},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = -1},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, .value.integer = 100},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000},
     };
     grpc_channel_args chargs = {sizeof(args) / sizeof(args[0]), args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
@@ -64,7 +70,9 @@ grpc_unary_raw(imagen_client *c, const char *method, const uint8_t *data, size_t
     snprintf(path, sizeof(path), GRPC_METHOD_PREFIX "%s", method);
 
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_slice method_slice = grpc_slice_from_static_string(path);
+    /* Copied, not static: gRPC may keep the method name (its header
+     * compression table) after this call, and path is on this stack. */
+    grpc_slice method_slice = grpc_slice_from_copied_string(path);
     grpc_call *call =
         grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice, NULL, deadline, NULL);
     /* The request bytes outlive the call (we wait for it), so no copy. */
@@ -134,6 +142,7 @@ grpc_unary_raw(imagen_client *c, const char *method, const uint8_t *data, size_t
     grpc_metadata_array_destroy(&initial_md);
     grpc_metadata_array_destroy(&trailing_md);
     grpc_call_unref(call);
+    grpc_slice_unref(method_slice);
     grpc_completion_queue_shutdown(cq);
     while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
         ;

@@ -126,21 +126,40 @@ imagen_queue_default_url(void)
     return strdup(path);
 }
 
-imagen_error *
-imagen_queue_open(const char *url, const imagen_queue_options *options, imagen_queue **out)
+/* The driver whose scheme starts the URL; INVALID_ARG naming it if none. */
+static imagen_error *
+driver_for(const char *url, const imagen_queue_driver **out)
 {
     if (url == NULL || url[0] == '\0')
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "queue URL is empty");
-    const imagen_queue_driver *driver = NULL;
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++) {
-        if (strncmp(url, drivers[i]->scheme, strlen(drivers[i]->scheme)) == 0)
-            driver = drivers[i];
+        size_t n = strlen(drivers[i]->scheme);
+        if (strncmp(url, drivers[i]->scheme, n) == 0) {
+            *out = drivers[i];
+            return NULL;
+        }
     }
-    if (driver == NULL)
+    return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                            "queue URL '%s' is not supported: use sqlite:///path/queue.db or redis://host:port[/db]",
+                            url);
+}
+
+imagen_error *
+imagen_queue_url_check(const char *url)
+{
+    const imagen_queue_driver *driver;
+    IMAGEN_RETURN_IF_ERROR(driver_for(url, &driver));
+    if (driver == &imagen_queue_driver_sqlite && url[strlen(driver->scheme)] != '/')
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                "queue URL '%s' is not supported: use sqlite:///path/queue.db or "
-                                "redis://host:port[/db]",
-                                url);
+                                "queue URL '%s' needs an absolute path: sqlite:///path/queue.db", url);
+    return NULL;
+}
+
+imagen_error *
+imagen_queue_open(const char *url, const imagen_queue_options *options, imagen_queue **out)
+{
+    const imagen_queue_driver *driver = NULL;
+    IMAGEN_RETURN_IF_ERROR(driver_for(url, &driver));
 
     imagen_queue_options opt = {0};
     if (options != NULL)

@@ -111,6 +111,10 @@ char *imagen_queue_default_url(void);
  * options may be NULL for the defaults. A malformed or unsupported URL is
  * INVALID_ARG naming it; a queue that cannot be reached is UNAVAILABLE. */
 imagen_error *imagen_queue_open(const char *url, const imagen_queue_options *options, imagen_queue **out);
+/* Checks the form of a queue URL without opening anything (for
+ * --check-config): INVALID_ARG naming the URL when no driver takes it. */
+imagen_error *imagen_queue_url_check(const char *url);
+
 /* Accepts NULL. Outstanding leases simply expire. */
 void imagen_queue_close(imagen_queue *queue);
 /* "sqlite" or "redis". */

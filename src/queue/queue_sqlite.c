@@ -224,7 +224,7 @@ stmt_exec(sqlite_queue *q, sqlite3_stmt *st, const char *doing)
 static imagen_error *
 run_simple(sqlite_queue *q, stmt_id id, const char *doing)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     IMAGEN_RETURN_IF_ERROR(stmt_get(q, id, &st));
     return stmt_exec(q, st, doing);
 }
@@ -482,7 +482,7 @@ sqlite_publish(void *state, const char *op, const char *spec, const char *id)
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = sync_set(q, true);
     if (err == NULL)
         err = stmt_get(q, ST_INSERT, &st);
@@ -525,7 +525,7 @@ static imagen_error *
 collect_candidates(sqlite_queue *q, stmt_id id, const char *op, size_t rank, int64_t now, size_t max, candidate *cands,
                    size_t *n)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     IMAGEN_RETURN_IF_ERROR(stmt_get(q, id, &st));
     sqlite3_bind_text(st, 1, op, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
@@ -569,7 +569,7 @@ deliver(sqlite_queue *q, const char *id, int64_t now, imagen_lease **out)
     lease_token_new(lease->token);
     lease->expires_ms = now + q->lease_ms;
 
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = stmt_get(q, ST_DELIVER, &st);
     if (err != NULL) {
         free(lease);
@@ -629,7 +629,7 @@ pull_once(sqlite_queue *q, const char *const *ops, size_t n_ops, size_t max, ima
         return err;
     }
     for (size_t i = 0; i < n_ops && err == NULL; i++) {
-        sqlite3_stmt *st;
+        sqlite3_stmt *st = NULL;
         err = stmt_get(q, ST_EXPIRE_DEAD, &st);
         if (err != NULL)
             break;
@@ -726,7 +726,7 @@ sqlite_extend(void *state, imagen_lease *lease)
     sqlite_queue *q = state;
     int64_t until = now_ms() + q->lease_ms;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = lease_update(q, ST_EXTEND, lease, false, &st);
     if (err == NULL) {
         sqlite3_bind_int64(st, 3, until);
@@ -743,7 +743,7 @@ sqlite_ack(void *state, imagen_lease *lease, const char *output, const char *tim
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = lease_update(q, ST_ACK, lease, true, &st);
     if (err == NULL) {
         bind_text_or_null(st, 3, output);
@@ -760,7 +760,7 @@ sqlite_fail(void *state, imagen_lease *lease, const char *message, const char *t
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = lease_update(q, ST_FAIL, lease, true, &st);
     if (err == NULL) {
         bind_text_or_null(st, 3, message);
@@ -777,7 +777,7 @@ sqlite_retry(void *state, imagen_lease *lease, const char *message, int64_t dela
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = lease_update(q, ST_RETRY, lease, true, &st);
     if (err == NULL) {
         bind_text_or_null(st, 3, message);
@@ -807,7 +807,7 @@ sqlite_release(void *state, imagen_lease *lease)
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = lease_update(q, ST_RELEASE, lease, false, &st);
     if (err == NULL) {
         sqlite3_bind_int64(st, 3, now_ms());
@@ -826,7 +826,7 @@ sqlite_get(void *state, const char *id, imagen_job **out)
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = stmt_get(q, ST_GET, &st);
     if (err == NULL) {
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -853,7 +853,7 @@ sqlite_list(void *state, const char *op, int state_filter, size_t limit, imagen_
     imagen_job **out = NULL;
     size_t count = 0;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = stmt_get(q, id, &st);
     if (err == NULL) {
         if (op != NULL)
@@ -895,7 +895,7 @@ sqlite_requeue(void *state, const char *id)
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = sync_set(q, true);
     if (err == NULL)
         err = stmt_get(q, ST_REQUEUE, &st);
@@ -933,7 +933,7 @@ sqlite_requeue_dead(void *state, const char *op, size_t *n)
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = sync_set(q, true);
     if (err == NULL)
         err = stmt_get(q, op != NULL ? ST_REQUEUE_DEAD_OP : ST_REQUEUE_DEAD_ALL, &st);
@@ -959,7 +959,7 @@ sqlite_counts(void *state, imagen_queue_counts **counts, size_t *n)
     imagen_queue_counts *out = NULL;
     size_t count = 0, cap = 0;
     pthread_mutex_lock(&q->mu);
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     imagen_error *err = stmt_get(q, ST_COUNTS, &st);
     if (err == NULL) {
         int rc;

@@ -132,9 +132,11 @@ class Response:
 class Server:
     """A running imagen-server process."""
 
-    def __init__(self, repo, args=(), env=None, wait_ready=True, expect_fail=False):
+    def __init__(self, repo, args=(), env=None, wait_ready=True, expect_fail=False, ports=None):
+        """ports: (http, grpc, metrics) to reuse, e.g. to restart a server
+        where its clients expect it; default three free ports."""
         self.repo = str(repo)
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.http_port, self.grpc_port, self.metrics_port = ports or free_ports(3)
         self.log_path = tempfile.mktemp(prefix="imagen-server-", suffix=".log")
         cmd = WRAPPER + [
             SERVER_BIN,

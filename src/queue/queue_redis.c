@@ -18,8 +18,9 @@
  * two workers race; the scripts build key names themselves, which is fine on
  * a single Redis (Redis Cluster is not supported). A lease is the PEL entry
  * of the job's stream entry plus a random token kept in the hash: expiry is
- * the entry's idle time in the PEL (XAUTOCLAIM takes entries idle for at
- * least lease_ms), extend resets that idle time (XCLAIM), and every end of a
+ * the entry's idle time in the PEL reaching the lease length of the consumer
+ * that took it (kept in the hash; pull reclaims such entries with XCLAIM),
+ * extend resets that idle time (XCLAIM with min-idle 0), and every end of a
  * delivery first checks that the hash still holds the caller's token, so a
  * worker whose lease went to someone else cannot ack over the new delivery.
  *
@@ -144,34 +145,44 @@ static const char lua_pull[] = LUA_PRELUDE
     "  local k = jkey(id)\n"
     "  redis.call('HINCRBY', k, 'attempts', 1)\n"
     "  redis.call('HSET', k, 'state', 'running', 'token', prefix .. '.' .. seq, 'consumer', consumer,\n"
-    "             'started_ms', now, 'updated_ms', now, 'entry', entry)\n"
+    "             'started_ms', now, 'updated_ms', now, 'entry', entry, 'lease_ms', lease_ms)\n"
     "  set_state(id, op, from, 'running', created)\n"
     "  out[#out + 1] = {prefix .. '.' .. seq, redis.call('HGETALL', k)}\n"
     "end\n"
     "for _, op in ipairs(ops) do ensure_group(op) end\n"
-    /* 1. Expired leases: PEL entries idle for lease_ms. */
+    /* 1. Expired leases. Each delivery keeps the lease length of the
+     * consumer that took it (the hash's lease_ms), and an entry is expired
+     * when its idle time in the PEL reaches that length; XAUTOCLAIM would
+     * apply this consumer's own lease length to everyone's deliveries. The
+     * PEL holds only jobs in flight, so scanning it is cheap. */
+    "local function reclaim(op, entry, f)\n"
+    "  local id = (type(f) == 'table') and f[2] or nil\n"
+    "  local v = id and redis.call('HMGET', jkey(id), 'state', 'entry', 'created_ms', 'attempts')\n"
+    "  if not v or v[2] ~= entry or (v[1] ~= 'running' and v[1] ~= 'queued') then\n"
+    "    drop_entry(op, entry)\n"
+    "  elseif v[1] == 'running' and tonumber(v[4]) >= max_attempts then\n"
+    "    drop_entry(op, entry)\n"
+    "    to_dead(id, op, 'running', v[3], 'lease expired on delivery ' .. v[4] .. ' of ' .. max_attempts, now)\n"
+    "  else\n"
+    "    deliver(id, op, v[1], entry, v[3])\n"
+    "  end\n"
+    "end\n"
     "for _, op in ipairs(ops) do\n"
-    "  local cursor, rounds = '0-0', 0\n"
-    "  while #out < max and rounds < 16 do\n"
-    "    rounds = rounds + 1\n"
-    "    local r = redis.call('XAUTOCLAIM', qkey(op), 'imagen', consumer, lease_ms, cursor, 'COUNT', max - #out)\n"
-    "    for _, e in ipairs(r[2]) do\n"
-    "      if type(e) == 'table' then\n"
-    "        local entry, f = e[1], e[2]\n"
-    "        local id = (type(f) == 'table') and f[2] or nil\n"
-    "        local v = id and redis.call('HMGET', jkey(id), 'state', 'entry', 'created_ms', 'attempts')\n"
-    "        if not v or v[2] ~= entry or (v[1] ~= 'running' and v[1] ~= 'queued') then\n"
-    "          drop_entry(op, entry)\n"
-    "        elseif v[1] == 'running' and tonumber(v[4]) >= max_attempts then\n"
-    "          drop_entry(op, entry)\n"
-    "          to_dead(id, op, 'running', v[3], 'lease expired on delivery ' .. v[4] .. ' of ' .. max_attempts, now)\n"
-    "        else\n"
-    "          deliver(id, op, v[1], entry, v[3])\n"
+    "  if #out >= max then break end\n"
+    "  for _, p in ipairs(redis.call('XPENDING', qkey(op), 'imagen', '-', '+', 1000)) do\n"
+    "    if #out >= max then break end\n"
+    "    local entry, idle = p[1], tonumber(p[3])\n"
+    "    local e = redis.call('XRANGE', qkey(op), entry, entry)[1]\n"
+    "    if not e then\n"
+    "      redis.call('XACK', qkey(op), 'imagen', entry)\n" /* deleted under the PEL */
+    "    else\n"
+    "      local held = tonumber(redis.call('HGET', jkey(e[2][2]), 'lease_ms')) or lease_ms\n"
+    "      if idle >= held then\n"
+    "        for _, c in ipairs(redis.call('XCLAIM', qkey(op), 'imagen', consumer, held, entry)) do\n"
+    "          if type(c) == 'table' then reclaim(op, c[1], c[2]) end\n"
     "        end\n"
     "      end\n"
     "    end\n"
-    "    cursor = r[1]\n"
-    "    if cursor == '0-0' then break end\n"
     "  end\n"
     "end\n"
     /* 2. Retry delays that have ended go back into the stream. */

@@ -250,8 +250,7 @@ def test_redis_restarted_mid_run_loses_no_job(server, workers, tmp_path):
         r.close()
 
 
-def test_bad_inputs_fail_clearly_and_the_rest_go_on(server, workers, tmp_path):
-    queue = f"sqlite://{tmp_path}/queue.db"
+def test_bad_inputs_fail_clearly_and_the_rest_go_on(server, queue, workers, tmp_path):
     d = tmp_path / "in"
     good = write_photos(d, 2, 96, 64)
     corrupt = d / "corrupt.jpg"
@@ -287,8 +286,7 @@ def test_bad_inputs_fail_clearly_and_the_rest_go_on(server, workers, tmp_path):
     assert p.returncode == 1 and "error:" in p.stdout
 
 
-def test_sigterm_finishes_and_acks_the_job_in_hand(server, workers, tmp_path):
-    queue = f"sqlite://{tmp_path}/queue.db"
+def test_sigterm_finishes_and_acks_the_job_in_hand(server, queue, workers, tmp_path):
     (big,) = write_photos(tmp_path / "in", 1, 1200, 900)
     w = workers(queue, grpc_url(server), ops=["upscale"])
     (jid,) = submit(queue, "upscale", [big], tmp_path / "out", "scale=4")

@@ -306,6 +306,46 @@ conf_extend(void)
     imagen_queue_close(q);
 }
 
+/* A delivery keeps the lease length of the consumer that took it: a
+ * consumer with short leases does not take a job still inside a long lease,
+ * and one with long leases does take a job whose short lease ran out. */
+static void
+conf_lease_is_per_delivery(void)
+{
+    imagen_queue_options long_opt = {
+        .consumer = "c-long", .max_attempts = CONF_MAX_ATTEMPTS, .lease_ms = CONF_LEASE_MS * 10};
+    imagen_queue *long_q = NULL;
+    CHECK_OK(imagen_queue_open(conf_url, &long_opt, &long_q));
+    imagen_queue *short_q = conf_open("c-short", CONF_MAX_ATTEMPTS);
+    if (long_q == NULL || short_q == NULL) {
+        imagen_queue_close(long_q);
+        imagen_queue_close(short_q);
+        return;
+    }
+    char id[IMAGEN_JOB_ID_SIZE];
+    conf_publish(short_q, "cf_lease_own", "{}", id);
+    imagen_lease *held = conf_pull1(long_q, "cf_lease_own", 0);
+    CHECK(held != NULL);
+    conf_sleep_ms(CONF_LEASE_MS * 2);
+    CHECK(conf_pull1(short_q, "cf_lease_own", 0) == NULL); /* inside the long lease */
+    if (held != NULL) {
+        CHECK_OK(imagen_queue_release(long_q, held));
+        imagen_lease_free(held);
+    }
+    held = conf_pull1(short_q, "cf_lease_own", 0);
+    CHECK(held != NULL);
+    conf_sleep_ms(CONF_LEASE_MS * 2);
+    imagen_lease *taken = conf_pull1(long_q, "cf_lease_own", 0); /* the short lease ran out */
+    CHECK(taken != NULL);
+    if (taken != NULL) {
+        CHECK_OK(imagen_queue_ack(long_q, taken, NULL, NULL));
+        imagen_lease_free(taken);
+    }
+    imagen_lease_free(held);
+    imagen_queue_close(short_q);
+    imagen_queue_close(long_q);
+}
+
 /* An expired lease: the job goes to another consumer as a new attempt, and
  * the old holder can neither extend nor end it. */
 static void
@@ -764,6 +804,7 @@ queue_conformance_run(const char *url)
     RUN(conf_wait);
     RUN(conf_extend);
     RUN(conf_expiry);
+    RUN(conf_lease_is_per_delivery);
     RUN(conf_ack_fail);
     RUN(conf_retry_delay);
     RUN(conf_retry_to_dead);

@@ -107,7 +107,7 @@ rd_urls(void)
 }
 
 /* A worker that vanishes without acking: after lease_ms its entry is
- * XAUTOCLAIMed by the next consumer that pulls, and the PEL says so. */
+ * XCLAIMed by the next consumer that pulls, and the PEL says so. */
 static void
 rd_vanished_worker(void)
 {

@@ -10,6 +10,7 @@ PYTHON         ?= /usr/bin/python3
 JOBS           ?= $(shell nproc 2>/dev/null || echo 4)
 CMAKE_FLAGS    ?=
 PYTEST_FLAGS   ?= -q
+FUZZ_SECONDS   ?= 60
 VALGRIND       ?= valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99
 FORMAT_FILES    = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
@@ -26,7 +27,7 @@ help:
 	@echo "  test-unit         unit tests (ctest)"
 	@echo "  test-integration  integration tests (pytest against real server processes)"
 	@echo "  test-sanitize     both suites under ASan+UBSan ($(ASAN_BUILD_DIR)/), then integration under valgrind"
-	@echo "  fuzz              run the config parser fuzzer (fuzz/run-config-fuzz.sh)"
+	@echo "  fuzz              run the config.pbtxt and job spec fuzzers, FUZZ_SECONDS each (default 60)"
 	@echo "  format            rewrite C sources with clang-format"
 	@echo "  format-check      fail if any C source is not clang-formatted"
 	@echo "  bench             run the benchmarks (bench/run-all.sh)"
@@ -65,11 +66,8 @@ test-sanitize: build
 	  IMAGEN_SERVER_BIN=$(CURDIR)/$(BUILD_DIR)/imagen-server $(PYTHON) -m pytest $(PYTEST_FLAGS) tests/integration
 
 fuzz:
-	@if [ -f fuzz/run-config-fuzz.sh ]; then \
-	  echo bash fuzz/run-config-fuzz.sh; bash fuzz/run-config-fuzz.sh; \
-	else \
-	  echo "fuzz/run-config-fuzz.sh not present; nothing to fuzz yet"; \
-	fi
+	bash fuzz/run-fuzz.sh config $(FUZZ_SECONDS)
+	bash fuzz/run-fuzz.sh job_spec $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $(FORMAT_FILES)

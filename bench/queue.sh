@@ -59,21 +59,33 @@ redis_json=$("$QBENCH" "redis://127.0.0.1:$port/0" "$JOBS" "$CONSUMERS" "$PULL_M
 # Peer 1: redis-benchmark XADD.
 redis-cli -p "$port" select 1 >/dev/null
 xadd_rps=$(redis-benchmark -p "$port" --dbnum 1 -n "$JOBS" -c 2 -P 16 -q XADD bench:xadd '*' spec x 2>/dev/null |
-    tr '\r' '\n' | sed -n 's/.*XADD[^:]*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+    tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
 
 # Peer 2: the raw commands of a job, pipelined by redis-cli.
 "$PY" - "$JOBS" "$PULL_MAX" >"$WORK/raw.txt" <<'EOF'
 import sys
 jobs, count = int(sys.argv[1]), int(sys.argv[2])
 spec = '{"input":"/srv/photos/IMG_0001.jpg","output":"/srv/out","params":{"scale":2}}'
-out = sys.stdout
-out.write("SELECT 2\r\nXGROUP CREATE raw g $ MKSTREAM\r\n")
+out = sys.stdout.buffer
+
+
+def cmd(*args):
+    """One command in the Redis protocol (RESP), as redis-cli --pipe wants."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    out.write(b"".join(parts))
+
+
+cmd("SELECT", 2)
+cmd("XGROUP", "CREATE", "raw", "g", "$", "MKSTREAM")
 for i in range(1, jobs + 1):
-    out.write(f"XADD raw 1-{i} spec {spec}\r\n")
+    cmd("XADD", "raw", f"1-{i}", "spec", spec)
 for _ in range((jobs + count - 1) // count):
-    out.write(f"XREADGROUP GROUP g c COUNT {count} STREAMS raw >\r\n")
+    cmd("XREADGROUP", "GROUP", "g", "c", "COUNT", count, "STREAMS", "raw", ">")
 for i in range(1, jobs + 1):
-    out.write(f"XACK raw g 1-{i}\r\n")
+    cmd("XACK", "raw", "g", f"1-{i}")
 EOF
 t0=$(now_us)
 redis-cli -p "$port" --pipe <"$WORK/raw.txt" >"$WORK/raw.out"

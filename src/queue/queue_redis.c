@@ -12,6 +12,8 @@
  *   imagen:state:<op>:<state>   zset per op and state, score = created_ms, so
  *                               counts are ZCARDs and list is a ZREVRANGE
  *   imagen:ops                  set of every op that ever had a job
+ *   imagen:min_lease_ms         the shortest lease any consumer has taken, so
+ *                               pull scans only PEL entries idle that long
  *
  * Every state transition is one Lua script, so the hash, the state zsets,
  * the stream and its pending-entries list (PEL) change together even when
@@ -167,9 +169,14 @@ static const char lua_pull[] = LUA_PRELUDE
     "    deliver(id, op, v[1], entry, v[3])\n"
     "  end\n"
     "end\n"
+    /* Only entries idle for at least the shortest lease any consumer has
+     * taken can have expired: XPENDING's IDLE filter leaves the healthy
+     * deliveries out of the scan. A stale minimum only widens the scan. */
+    "local floor = tonumber(redis.call('GET', P .. 'min_lease_ms'))\n"
+    "if not floor or lease_ms < floor then redis.call('SET', P .. 'min_lease_ms', lease_ms); floor = lease_ms end\n"
     "for _, op in ipairs(ops) do\n"
     "  if #out >= max then break end\n"
-    "  for _, p in ipairs(redis.call('XPENDING', qkey(op), 'imagen', '-', '+', 1000)) do\n"
+    "  for _, p in ipairs(redis.call('XPENDING', qkey(op), 'imagen', 'IDLE', floor, '-', '+', 1000)) do\n"
     "    if #out >= max then break end\n"
     "    local entry, idle = p[1], tonumber(p[3])\n"
     "    local e = redis.call('XRANGE', qkey(op), entry, entry)[1]\n"
@@ -207,6 +214,21 @@ static const char lua_pull[] = LUA_PRELUDE
     "  return '0-0'\n"
     "end\n"
     "local want = max - #out\n"
+    /* One op (the usual worker): XREADGROUP reads exactly what is wanted. */
+    "if want > 0 and #ops == 1 then\n"
+    "  local op = ops[1]\n"
+    "  local r = redis.call('XREADGROUP', 'GROUP', 'imagen', consumer, 'COUNT', want, 'STREAMS', qkey(op), '>')\n"
+    "  for _, e in ipairs((r and r[1] and r[1][2]) or {}) do\n"
+    "    local id = type(e[2]) == 'table' and e[2][2] or nil\n"
+    "    local v = id and redis.call('HMGET', jkey(id), 'state', 'entry', 'created_ms')\n"
+    "    if v and v[1] == 'queued' and v[2] == e[1] then\n"
+    "      deliver(id, op, 'queued', e[1], tonumber(v[3]) or 0)\n"
+    "    else\n"
+    "      drop_entry(op, e[1]); stale = stale + 1\n"
+    "    end\n"
+    "  end\n"
+    "  want = 0\n"
+    "end\n"
     "if want > 0 then\n"
     "  local cands = {}\n"
     "  for i, op in ipairs(ops) do\n"

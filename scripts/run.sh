@@ -43,7 +43,10 @@ show() {
     echo
 }
 
-cmd=("$bin" --model-repository=models --http-port="$http_port" --grpc-port="$grpc_port" --metrics-port="$metrics_port")
+# --allow-client-shm: the worker runs on this machine and hands images over
+# through /dev/shm instead of the socket.
+cmd=("$bin" --model-repository=models --http-port="$http_port" --grpc-port="$grpc_port" --metrics-port="$metrics_port"
+     --allow-client-shm=true)
 echo "+ ${cmd[*]} &"
 # Its own session: Ctrl-C reaches only this script, which forwards exactly
 # one SIGTERM (a second signal would make the server skip the drain).

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "worker/image_codec.h"
 #include "worker/operation_hooks.h"
 #include "worker/tiling.h"
@@ -218,6 +219,10 @@ ensure_region(imagen_pipeline *p, size_t need)
          * machine so the key cannot be opened) means plain tensors from now
          * on; an unreachable server is the job loop's to retry. */
         if (p->use_shm < 0 && imagen_error_code_of(err) != IMAGEN_ERR_UNAVAILABLE) {
+            /* Once per thread: an operator wondering why shared memory is not
+             * used (the server needs --allow-client-shm=true) finds it here. */
+            IMAGEN_LOG_INFO_("worker", "system shared memory not used, tensors go in the messages: %s",
+                             imagen_error_message(err));
             imagen_error_free(err);
             p->shm_disabled = true;
             return NULL;

@@ -11,6 +11,8 @@
 #   wait_ready <port> <pid>  polls /v2/health/ready until 200 (or the process dies)
 #   track_pid <pid>          the EXIT trap stops this process (TERM, then KILL)
 #   rss_kib <pid>            VmRSS of a process in KiB
+#   ensure_worker_bins       sets WORKER_BIN and CLI_BIN (IMAGEN_WORKER_BIN / IMAGEN_CLI_BIN,
+#                            else imagen-worker and imagen built next to the server)
 #
 # Environment: IMAGEN_SERVER_BIN (a server binary to use instead of building one),
 # BENCH_RESULTS (results directory, default bench/results).
@@ -142,6 +144,24 @@ check_alive() {
     echo "--- last lines of its log ($log):" >&2
     tail -20 "$log" >&2
     exit 1
+}
+
+# Sets WORKER_BIN and CLI_BIN: the given binaries, else built next to the server.
+ensure_worker_bins() {
+    if [ -n "${IMAGEN_WORKER_BIN:-}" ] && [ -n "${IMAGEN_CLI_BIN:-}" ]; then
+        WORKER_BIN=$IMAGEN_WORKER_BIN
+        CLI_BIN=$IMAGEN_CLI_BIN
+    else
+        local dir
+        dir=$(dirname "$SERVER_BIN")
+        [ -f "$dir/CMakeCache.txt" ] || dir=$ROOT/build-bench
+        cmake --build "$dir" -j "$(nproc)" --target imagen imagen-worker >"$WORK/build-worker.log" 2>&1 ||
+            { tail -20 "$WORK/build-worker.log"; die "building imagen and imagen-worker in $dir failed"; }
+        WORKER_BIN=${IMAGEN_WORKER_BIN:-$dir/imagen-worker}
+        CLI_BIN=${IMAGEN_CLI_BIN:-$dir/imagen}
+    fi
+    [ -x "$WORKER_BIN" ] || die "worker binary '$WORKER_BIN' is not executable"
+    [ -x "$CLI_BIN" ] || die "CLI binary '$CLI_BIN' is not executable"
 }
 
 rss_kib() {

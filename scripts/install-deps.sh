@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
 # Installs the Debian packages imagen needs, from scripts/debian-packages.txt.
 #
-#   scripts/install-deps.sh [section...]    sections: build test bench (default: build test)
+#   scripts/install-deps.sh [section...]    sections: build test bench runtime-server
+#                                           runtime-worker (default: build test)
+#   scripts/install-deps.sh --list section...
+#                                           print the sections' packages, one per line
 #
 # Installed packages are detected with dpkg-query; apt-get runs only when
-# something is missing. Uses sudo unless already root.
+# something is missing. Uses sudo unless already root (as in a container
+# build, where the Dockerfiles run it so the images and the list cannot drift).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 list="$here/debian-packages.txt"
+list_only=0
+if [ "${1:-}" = "--list" ]; then
+    list_only=1
+    shift
+    if [ $# -eq 0 ]; then
+        echo "install-deps.sh: --list needs at least one section" >&2
+        exit 2
+    fi
+fi
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(build test)
 
@@ -25,8 +38,17 @@ packages_of() {
 missing=()
 for section in "${sections[@]}"; do
     if ! pkgs=$(packages_of "$section"); then
-        echo "install-deps.sh: unknown section '$section' (sections: $(grep -o '^\[[a-z]*\]' "$list" | tr -d '[]' | xargs))" >&2
+        echo "install-deps.sh: unknown section '$section' (sections: $(grep -o '^\[[a-z-]*\]' "$list" | tr -d '[]' | xargs))" >&2
         exit 2
+    fi
+    if [ "$list_only" -eq 1 ]; then
+        # Several sections may name the same package: print it once.
+        for pkg in $pkgs; do
+            case " ${listed:-} " in *" $pkg "*) continue ;; esac
+            listed="${listed:-} $pkg"
+            echo "$pkg"
+        done
+        continue
     fi
     for pkg in $pkgs; do
         status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
@@ -35,6 +57,8 @@ for section in "${sections[@]}"; do
         fi
     done
 done
+
+[ "$list_only" -eq 0 ] || exit 0
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps.sh: all packages for '${sections[*]}' are installed"

@@ -7,7 +7,10 @@
 #                                           print the sections' packages, one per line
 #
 # Installed packages are detected with dpkg-query; apt-get runs only when
-# something is missing. Uses sudo unless already root (as in a container
+# something is missing. An entry "a|b" is satisfied by either package being
+# installed and installs a when neither is (kubectl, for instance, comes as
+# Debian's kubernetes-client or as another vendor's kubectl package, and the
+# two cannot be installed together). Uses sudo unless already root (as in a container
 # build, where the Dockerfiles run it so the images and the list cannot drift).
 set -euo pipefail
 
@@ -44,16 +47,25 @@ for section in "${sections[@]}"; do
     if [ "$list_only" -eq 1 ]; then
         # Several sections may name the same package: print it once.
         for pkg in $pkgs; do
+            pkg=${pkg%%|*}
             case " ${listed:-} " in *" $pkg "*) continue ;; esac
             listed="${listed:-} $pkg"
             echo "$pkg"
         done
         continue
     fi
-    for pkg in $pkgs; do
-        status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-        if [ "$status" != "install ok installed" ]; then
-            missing+=("$pkg")
+    for entry in $pkgs; do
+        found=0
+        IFS='|' read -r -a alternatives <<<"$entry"
+        for pkg in "${alternatives[@]}"; do
+            status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+            if [ "$status" = "install ok installed" ]; then
+                found=1
+                break
+            fi
+        done
+        if [ "$found" -eq 0 ]; then
+            missing+=("${alternatives[0]}")
         fi
     done
 done

@@ -72,6 +72,34 @@ shutdown_main(void *arg)
     return NULL;
 }
 
+/* Allocator policy, unless MALLOC_ARENA_MAX is set (then glibc's own
+ * environment settings are left alone):
+ * - One malloc arena for every thread. Request payloads (megabytes for
+ *   images) are allocated on one thread (a completion-queue or HTTP thread
+ *   receiving, the instance computing) and freed on another; with an arena
+ *   per thread each arena keeps the pages of the largest burst it once
+ *   served and the resident size grows towards the sum of those peaks (2-3
+ *   times the payloads in flight at concurrency 16). With one arena a freed
+ *   payload's pages go to whichever thread allocates next, already mapped.
+ * - Blocks up to ALLOC_MMAP_THRESHOLD_BYTES from the heap, never from a
+ *   fresh mapping, and free space at the top of the heap kept up to
+ *   ALLOC_TRIM_THRESHOLD_BYTES: otherwise, at concurrency 1, every payload
+ *   freed at the top of the heap is handed back and the next one page-faults
+ *   it in again (the 1024^2 rate fell by 40 %). What the heap keeps beyond
+ *   that goes back when the server is idle (wait_for_signal's malloc_trim).
+ * Measured with bench/grpc.sh (BENCHMARKS.md §6). */
+#define ALLOC_MMAP_THRESHOLD_BYTES (32 << 20) /* glibc's largest */
+#define ALLOC_TRIM_THRESHOLD_BYTES (32 << 20)
+static void
+set_allocator_policy(void)
+{
+    if (getenv("MALLOC_ARENA_MAX") != NULL)
+        return;
+    mallopt(M_ARENA_MAX, 1);
+    mallopt(M_MMAP_THRESHOLD, ALLOC_MMAP_THRESHOLD_BYTES);
+    mallopt(M_TRIM_THRESHOLD, ALLOC_TRIM_THRESHOLD_BYTES);
+}
+
 /* Reads one signal from `sfd`; returns its number, or 0 on error. */
 static int
 read_signal(int sfd)
@@ -329,6 +357,7 @@ run(const imagen_cli_options *opts, const sigset_t *sigs)
 int
 main(int argc, char **argv)
 {
+    set_allocator_policy();
     /* Before any thread exists, so that every thread inherits the mask. */
     sigset_t sigs;
     sigemptyset(&sigs);

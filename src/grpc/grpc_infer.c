@@ -10,11 +10,11 @@
  * referenced, or one gather copy when it came in several), a wire scanner
  * (grpc_wire.c) finds the raw_input_contents fields in it, and protobuf-c
  * unpacks only the other fields, so the raw bytes are never copied. The
- * slice lives until the call's state is freed (after completion). Typed
- * `contents` are converted into owned buffers. Outputs always go in raw_output_contents, index-aligned with
- * `outputs`. A call cancelled by its client or its deadline cancels the
- * request if it is still queued. Inputs in a client's shared-memory region
- * are read in place; outputs bound to a region are copied into it on
+ * slice lives until the response is serialized and is released before the
+ * send starts, so a response waiting for its client does not hold the
+ * input as well. Typed `contents` are converted into owned buffers. Outputs always go in raw_output_contents,
+ * index-aligned with `outputs`. A call cancelled by its client or its deadline cancels the request if it is still
+ * queued. Inputs in a client's shared-memory region are read in place; outputs bound to a region are copied into it on
  * completion and get an empty raw_output_contents entry. An output
  * requested with the `classification` parameter comes back as BYTES top-K
  * strings, built by the same code as HTTP's (common/classify.c).
@@ -31,6 +31,7 @@
 #include <grpc/slice.h>
 
 #include "common/classify.h"
+#include "common/copy_stats.h"
 #include "grpc/grpc_wire.h"
 #include "grpc_service.pb-c.h"
 
@@ -435,6 +436,7 @@ convert_contents(infer_state *st, const infer_input *in, imagen_datatype dt, uin
         break;
     }
     IMAGEN_RETURN_IF_ERROR(own(st, buf));
+    imagen_copy_stats_add(IMAGEN_COPY_GRPC, IMAGEN_COPY_INPUT, bytes);
     *data = buf;
     *size = bytes;
     return NULL;
@@ -668,9 +670,11 @@ imagen__grpc_infer_encode(const imagen__grpc_infer *st, const imagen_response *r
             /* The bytes go to the region; the raw entry stays empty. */
             if (t->byte_size)
                 memcpy(so->addr, t->data, t->byte_size);
+            imagen_copy_stats_add(IMAGEN_COPY_GRPC, IMAGEN_COPY_OUTPUT, t->byte_size);
         } else {
             raw[i].data = (uint8_t *)t->data;
             raw[i].len = t->byte_size;
+            imagen_copy_stats_add(IMAGEN_COPY_GRPC, IMAGEN_COPY_OUTPUT, t->byte_size); /* packed below */
         }
     }
     char version[24];
@@ -723,23 +727,50 @@ imagen__grpc_infer_encode_error(const imagen__grpc_infer *st, const imagen_error
     return pack_response(&r, true, imagen_error_message(e), out, len);
 }
 
+/* Frees the input bytes of a request whose execution has completed: the
+ * received message (its raw inputs point into it) and the buffers converted
+ * from typed contents. The request itself stays (a late cancel may still
+ * reach it) but nothing reads its inputs any more. Without this a response
+ * waiting for its client to read it would keep the input alive beside the
+ * serialized output until the call is freed. */
+static void
+release_inputs(infer_state *st)
+{
+    if (st->has_wire) {
+        grpc_slice_unref(st->wire);
+        st->has_wire = false;
+    }
+    free(st->raw);
+    st->raw = NULL;
+    st->n_raw = 0;
+    for (size_t i = 0; i < st->n_owned; i++)
+        free(st->owned[i]);
+    free(st->owned);
+    st->owned = NULL;
+    st->n_owned = 0;
+}
+
 static void
 on_complete(imagen_response *resp, void *user_data)
 {
     imagen__grpc_call *c = user_data;
     const imagen_error *e = imagen_response_error(resp);
-    if (e != NULL) {
-        imagen__grpc_reply_error(c, imagen_error_new(imagen_error_code_of(e), "%s", imagen_error_message(e)));
-    } else {
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        imagen_error *err = imagen__grpc_infer_encode(c->state, resp, false, &buf, &len);
-        if (err != NULL)
-            imagen__grpc_reply_error(c, err);
-        else
-            imagen__grpc_reply_bytes(c, buf, len);
-    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    imagen_error *err = NULL;
+    if (e != NULL)
+        err = imagen_error_new(imagen_error_code_of(e), "%s", imagen_error_message(e));
+    else
+        err = imagen__grpc_infer_encode(c->state, resp, false, &buf, &len);
+    /* The outputs (which may point into the inputs) are serialized; free
+     * them and the inputs before the send starts: once it has, the call and
+     * its state may be freed on a completion-queue thread at any time. */
     imagen_response_free(resp);
+    release_inputs(c->state);
+    if (err != NULL)
+        imagen__grpc_reply_error(c, err);
+    else
+        imagen__grpc_reply_bytes(c, buf, len);
 }
 
 /* ======================================================================
@@ -761,6 +792,7 @@ take_message(grpc_byte_buffer *bb, grpc_slice *out)
     if (!grpc_byte_buffer_reader_init(&reader, bb))
         return false;
     *out = grpc_byte_buffer_reader_readall(&reader);
+    imagen_copy_stats_add(IMAGEN_COPY_GRPC, IMAGEN_COPY_INPUT, GRPC_SLICE_LENGTH(*out));
     grpc_byte_buffer_reader_destroy(&reader);
     return true;
 }
@@ -822,6 +854,7 @@ unpack_request(infer_state *st, grpc_byte_buffer **bb)
 imagen_error *
 imagen__grpc_infer_decode(imagen__grpc_infer *st, imagen_server *srv, grpc_byte_buffer **bb)
 {
+    imagen_copy_stats_request(IMAGEN_COPY_GRPC);
     IMAGEN_RETURN_IF_ERROR(unpack_request(st, bb));
     int64_t version = -1;
     IMAGEN_RETURN_IF_ERROR(imagen__grpc_parse_version(st->msg->model_version, &version));

@@ -12,6 +12,7 @@
 #include "http/http_internal.h"
 
 #include "common/classify.h"
+#include "common/copy_stats.h"
 
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -612,6 +613,7 @@ build_raw(imagen__http_infer *inf, const char *body, size_t body_len)
         copy[3] = (unsigned char)(n >> 24);
         if (body_len)
             memcpy(copy + 4, body, body_len);
+        imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_INPUT, body_len);
         IMAGEN_RETURN_IF_ERROR(own(inf, copy));
         shape[rank++] = 1;
         return imagen_request_add_input(inf->req, tc->name, tc->datatype, shape, rank, copy, body_len + 4);
@@ -653,6 +655,7 @@ imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, const char *model,
                          imagen__http_infer **out)
 {
     *out = NULL;
+    imagen_copy_stats_request(IMAGEN_COPY_HTTP);
     imagen__http_infer *inf = calloc(1, sizeof(*inf));
     if (inf == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
@@ -800,6 +803,7 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
             }
             if (view.byte_size)
                 memcpy(spec->shm_addr, view.data, view.byte_size);
+            imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_OUTPUT, view.byte_size);
         }
         if (i)
             imagen_buf_append_char(out, ',');
@@ -818,6 +822,7 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
             imagen_buf_append_str(out, "}}");
             blobs[n_blobs].data = view.data;
             blobs[n_blobs].len = view.byte_size;
+            imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_OUTPUT, view.byte_size); /* appended below */
             n_blobs++;
             *any_binary = true;
         } else {

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/copy_stats.h"
 #include "common/log.h"
 #include "common/time.h"
 
@@ -66,6 +67,7 @@ typedef struct http_req {
     unsigned method; /* IMAGEN_HTTP_METHOD_* or 0 */
     char *body;      /* received bytes; owned */
     size_t len, cap;
+    size_t expected;    /* Content-Length when given and within the limit, else 0 */
     bool too_large;     /* body over the limit: discard the rest, answer 400 */
     bool counted;       /* counted in http->inflight until completed */
     size_t received;    /* total bytes offered, counted even while discarding */
@@ -222,6 +224,23 @@ start_infer(http_req *r, const char *body, size_t len)
     return MHD_YES;
 }
 
+/* Frees an executed request's input and output bytes (the body the inputs
+ * point into, the response's tensors) once the reply holds what it needs:
+ * otherwise both stay beside the encoded reply until MHD has sent it. */
+static void
+release_request(http_req *r)
+{
+    imagen_response_free(r->resp);
+    r->resp = NULL;
+    imagen__http_infer_free(r->inf);
+    r->inf = NULL;
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    free(r->inflated);
+    r->inflated = NULL;
+}
+
 static enum MHD_Result
 finish_infer(http_req *r)
 {
@@ -233,6 +252,7 @@ finish_infer(http_req *r)
     size_t json_len = 0;
     bool binary = false;
     imagen_error *err = imagen__http_infer_encode(r->inf, r->resp, &out, &json_len, &binary);
+    release_request(r);
     if (err != NULL) {
         imagen_buf_free(&out);
         return queue_error(conn, err);
@@ -333,7 +353,10 @@ append_body(http_req *r, const char *data, size_t n)
         return true;
     }
     if (r->len + n > r->cap) {
-        size_t ncap = r->cap ? r->cap : 4096;
+        /* Data has arrived, so the announced length is now believed: one
+         * buffer of exactly that size instead of doublings (a 5 MiB body
+         * would otherwise sit in 8 MiB after copies through 4 and 8). */
+        size_t ncap = r->expected >= r->len + n ? r->expected : r->cap ? r->cap : 4096;
         while (ncap < r->len + n)
             ncap = ncap > max / 2 ? max : ncap * 2;
         char *nb = realloc(r->body, ncap + 1);
@@ -343,6 +366,7 @@ append_body(http_req *r, const char *data, size_t n)
         r->cap = ncap;
     }
     memcpy(r->body + r->len, data, n);
+    imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_INPUT, n); /* the body, JSON header included */
     r->len += n;
     r->body[r->len] = '\0';
     return true;
@@ -367,10 +391,13 @@ new_req(imagen_http *http, struct MHD_Connection *conn, const char *url, const c
         unsigned long long v = strtoull(cl, &end, 10);
         if (errno == 0 && *end == '\0' && v > 0) {
             size_t pre = v < HTTP_BODY_PREALLOC_MAX_BYTES ? (size_t)v : HTTP_BODY_PREALLOC_MAX_BYTES;
-            if (v > http->max_input)
+            if (v > http->max_input) {
                 r->too_large = true;
-            else if ((r->body = malloc(pre + 1)) != NULL)
-                r->cap = pre;
+            } else {
+                r->expected = (size_t)v;
+                if ((r->body = malloc(pre + 1)) != NULL)
+                    r->cap = pre;
+            }
         }
     }
     return r;

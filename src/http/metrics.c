@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/copy_stats.h"
 #include "common/log.h"
 #include "common/time.h"
 
@@ -345,6 +346,27 @@ cpu_refresh(unsigned interval_ms)
     pthread_mutex_unlock(&cpu_mu);
 }
 
+/* Tensor bytes the frontends copied (common/copy_stats.h): with the request
+ * counts, bytes copied per request is the delta of one over the other. */
+static void
+render_copy_stats(imagen_buf *b)
+{
+    static const char *const directions[IMAGEN_COPY_DIRECTION_COUNT] = {"input", "output"};
+    family(b, "imagen_tensor_copy_bytes_total", "counter",
+           "Tensor payload bytes copied by the inference frontends, per protocol and direction");
+    for (int p = 0; p < IMAGEN_COPY_PROTOCOL_COUNT; p++)
+        for (int d = 0; d < IMAGEN_COPY_DIRECTION_COUNT; d++)
+            imagen_buf_appendf(b, "imagen_tensor_copy_bytes_total{protocol=\"%s\",direction=\"%s\"} %" PRIu64 "\n",
+                               imagen_copy_protocol_name((imagen_copy_protocol)p), directions[d],
+                               imagen_copy_stats_bytes((imagen_copy_protocol)p, (imagen_copy_direction)d));
+    family(b, "imagen_tensor_copy_requests_total", "counter",
+           "Inference requests decoded by the inference frontends, per protocol");
+    for (int p = 0; p < IMAGEN_COPY_PROTOCOL_COUNT; p++)
+        imagen_buf_appendf(b, "imagen_tensor_copy_requests_total{protocol=\"%s\"} %" PRIu64 "\n",
+                           imagen_copy_protocol_name((imagen_copy_protocol)p),
+                           imagen_copy_stats_requests((imagen_copy_protocol)p));
+}
+
 static void
 render_cpu(imagen_buf *b, unsigned interval_ms)
 {
@@ -382,6 +404,7 @@ imagen_metrics_render(imagen_server *srv, const imagen_metrics_options *opts, si
     imagen_buf b = IMAGEN_BUF_INIT;
     render_models(&b, stats, n, opts);
     imagen_model_stats_free(stats, n);
+    render_copy_stats(&b);
     if (opts->allow_cpu_metrics)
         render_cpu(&b, opts->interval_ms);
     return imagen_buf_detach(&b, len);

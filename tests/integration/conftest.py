@@ -30,7 +30,7 @@ SLOW = 20.0 if WRAPPER else 1.0
 def pytest_configure(config):
     config.addinivalue_line("markers", "timing: compares durations against fixed bounds; skipped under a "
                             "wrapper such as valgrind, which slows the server by a factor the test cannot know")
-    config.addinivalue_line("markers", "heavy: processes whole photos (image quality); skipped under valgrind, "
+    config.addinivalue_line("markers", "heavy: processes whole photos or many jobs; skipped under valgrind, "
                             "where one photo takes minutes (the ASan run still covers it)")
 
 

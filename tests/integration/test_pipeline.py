@@ -179,6 +179,7 @@ def test_submit_wait_and_inline_input(server, workers, tmp_path):
 # ---- reliability ------------------------------------------------------------------
 
 
+@pytest.mark.heavy  # many jobs or a 4800x3600 result; timing-sensitive under valgrind
 @pytest.mark.parametrize("kills", [1, 3])
 def test_worker_killed_mid_jobs_loses_and_duplicates_nothing(server, queue, workers, tmp_path, kills):
     n = 24
@@ -210,6 +211,7 @@ def test_worker_killed_mid_jobs_loses_and_duplicates_nothing(server, queue, work
     assert sum(j["attempts"] for j in jobs) >= n
 
 
+@pytest.mark.heavy  # many jobs or a 4800x3600 result; timing-sensitive under valgrind
 def test_server_down_while_jobs_queued(queue, workers, tmp_path):
     ports = tuple(free_port() for _ in range(3))
     s = Server(BUNDLED_MODELS, ports=ports)
@@ -231,6 +233,7 @@ def test_server_down_while_jobs_queued(queue, workers, tmp_path):
         assert s2.stop() == 0
 
 
+@pytest.mark.heavy  # many jobs or a 4800x3600 result; timing-sensitive under valgrind
 def test_redis_restarted_mid_run_loses_no_job(server, workers, tmp_path):
     r = RedisServer(tmp_path / "redis")
     try:
@@ -286,6 +289,7 @@ def test_bad_inputs_fail_clearly_and_the_rest_go_on(server, queue, workers, tmp_
     assert p.returncode == 1 and "error:" in p.stdout
 
 
+@pytest.mark.heavy  # many jobs or a 4800x3600 result; timing-sensitive under valgrind
 def test_sigterm_finishes_and_acks_the_job_in_hand(server, queue, workers, tmp_path):
     (big,) = write_photos(tmp_path / "in", 1, 1200, 900)
     w = workers(queue, grpc_url(server), ops=["upscale"])

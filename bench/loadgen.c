@@ -929,7 +929,8 @@ main(int argc, char **argv)
             grpc_run_step(opt.concurrency[i], &r);
         else
             http_run_step(opt.concurrency[i], &r);
-        qsort(r.lat_us, r.n, sizeof(*r.lat_us), cmp_u32);
+        if (r.n > 0) /* no latencies when every request failed */
+            qsort(r.lat_us, r.n, sizeof(*r.lat_us), cmp_u32);
         double rps = (double)r.n / opt.duration;
         double mbps = rps * 2.0 * (double)opt.bytes / 1e6;
         printf("%11d  %9zu  %10.1f  %8" PRIu32 "  %8" PRIu32 "  %8" PRIu32 "  %9.1f  %6" PRIu64 "\n",

@@ -72,8 +72,9 @@ shutdown_main(void *arg)
     return NULL;
 }
 
-/* Allocator policy, unless MALLOC_ARENA_MAX is set (then glibc's own
- * environment settings are left alone):
+/* Allocator policy. glibc's own environment settings win: MALLOC_ARENA_MAX
+ * and MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ leave the matching
+ * choice below alone.
  * - One malloc arena for every thread. Request payloads (megabytes for
  *   images) are allocated on one thread (a completion-queue or HTTP thread
  *   receiving, the instance computing) and freed on another; with an arena
@@ -81,6 +82,10 @@ shutdown_main(void *arg)
  *   served and the resident size grows towards the sum of those peaks (2-3
  *   times the payloads in flight at concurrency 16). With one arena a freed
  *   payload's pages go to whichever thread allocates next, already mapped.
+ *   The price is lock contention on small allocations: HTTP requests of a
+ *   16-element tensor at concurrency 64 run about a third slower than with
+ *   MALLOC_ARENA_MAX=4 (BENCHMARKS.md §1), which a deployment serving small
+ *   tensors can set.
  * - Blocks up to ALLOC_MMAP_THRESHOLD_BYTES from the heap, never from a
  *   fresh mapping, and free space at the top of the heap kept up to
  *   ALLOC_TRIM_THRESHOLD_BYTES: otherwise, at concurrency 1, every payload
@@ -93,11 +98,12 @@ shutdown_main(void *arg)
 static void
 set_allocator_policy(void)
 {
-    if (getenv("MALLOC_ARENA_MAX") != NULL)
-        return;
-    mallopt(M_ARENA_MAX, 1);
-    mallopt(M_MMAP_THRESHOLD, ALLOC_MMAP_THRESHOLD_BYTES);
-    mallopt(M_TRIM_THRESHOLD, ALLOC_TRIM_THRESHOLD_BYTES);
+    if (getenv("MALLOC_ARENA_MAX") == NULL)
+        mallopt(M_ARENA_MAX, 1);
+    if (getenv("MALLOC_MMAP_THRESHOLD_") == NULL)
+        mallopt(M_MMAP_THRESHOLD, ALLOC_MMAP_THRESHOLD_BYTES);
+    if (getenv("MALLOC_TRIM_THRESHOLD_") == NULL)
+        mallopt(M_TRIM_THRESHOLD, ALLOC_TRIM_THRESHOLD_BYTES);
 }
 
 /* Reads one signal from `sfd`; returns its number, or 0 on error. */

@@ -21,6 +21,7 @@
 
 #include "backends/registry.h"
 #include "cli/flags.h"
+#include "common/signals.h"
 #include "common/log.h"
 #include "grpc/grpc_frontend.h"
 #include "http/http.h"
@@ -104,21 +105,6 @@ set_allocator_policy(void)
         mallopt(M_MMAP_THRESHOLD, ALLOC_MMAP_THRESHOLD_BYTES);
     if (getenv("MALLOC_TRIM_THRESHOLD_") == NULL)
         mallopt(M_TRIM_THRESHOLD, ALLOC_TRIM_THRESHOLD_BYTES);
-}
-
-/* Reads one signal from `sfd`; returns its number, or 0 on error. */
-static int
-read_signal(int sfd)
-{
-    struct signalfd_siginfo si;
-    for (;;) {
-        ssize_t r = read(sfd, &si, sizeof(si));
-        if (r == (ssize_t)sizeof(si))
-            return (int)si.ssi_signo;
-        if (r < 0 && errno == EINTR)
-            continue;
-        return 0;
-    }
 }
 
 static const char *
@@ -266,7 +252,7 @@ wait_for_signal(int sfd, imagen_server *srv)
     for (;;) {
         int n = poll(&pfd, 1, IDLE_TRIM_INTERVAL_MS);
         if (n > 0 || (n < 0 && errno != EINTR))
-            return read_signal(sfd);
+            return imagen_signal_read(sfd);
         /* A trim of an already trimmed heap only walks the arenas. */
         if (n == 0 && imagen_server_inflight_count(srv) == 0)
             malloc_trim(0);
@@ -295,7 +281,7 @@ serve_until_signal(int sfd, shutdown_ctx *ctx, int exit_timeout_secs)
             }
             if (fds[0].revents & POLLIN) {
                 IMAGEN_LOG_ERROR_(COMPONENT, "received %s during shutdown; exiting immediately",
-                                  signal_name(read_signal(sfd)));
+                                  signal_name(imagen_signal_read(sfd)));
                 _exit(EXIT_UNCLEAN);
             }
             if (fds[1].revents & POLLIN)

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/signals.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/sync.h"
@@ -750,20 +751,6 @@ imagen_worker_options_init(imagen_worker_options *opts)
     opts->start_ns = imagen_time_now_ns();
 }
 
-static int
-read_signal(int sfd)
-{
-    struct signalfd_siginfo si;
-    for (;;) {
-        ssize_t r = read(sfd, &si, sizeof(si));
-        if (r == (ssize_t)sizeof(si))
-            return (int)si.ssi_signo;
-        if (r < 0 && errno == EINTR)
-            continue;
-        return 0;
-    }
-}
-
 /* Waits for the job threads to exit, renewing leases every lease/3 and
  * turning the first SIGTERM/SIGINT into a drain. */
 static void
@@ -790,7 +777,7 @@ supervise(worker *w, int sfd)
         if (rc <= 0)
             continue;
         if (fds[0].revents & POLLIN) {
-            int sig = read_signal(sfd);
+            int sig = imagen_signal_read(sfd);
             const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
             if (!atomic_exchange(&w->stopping, true)) {
                 IMAGEN_LOG_INFO_(COMPONENT, "%s: draining (no new jobs; finishing the ones in hand)", name);

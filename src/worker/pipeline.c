@@ -576,6 +576,11 @@ imagen_pipeline_process(imagen_pipeline *p, const imagen_job_spec *spec, const u
     }
     if (err != NULL)
         goto done;
+    /* The input pixels have been sent: only the alpha plane is still needed.
+     * Freeing them here keeps a whole decoded image out of the job's peak,
+     * which is while the result is read and encoded. */
+    free(image.rgb);
+    image.rgb = NULL;
 
     /* Alpha back. */
     t0 = now_ms();

@@ -9,11 +9,13 @@
  * queue handle, as separate worker processes would. Prints one JSON line:
  *
  *   {"driver":..., "jobs":N, "seconds":S, "jobs_per_s":R,
- *    "publish_per_s":P, "consumers":C, "pull_max":M}
+ *    "publish_per_s":P, "publish_batch_per_s":B, "consumers":C, "pull_max":M}
  *
  * where seconds runs from the first publish to the last ack, so the rate is
  * the queue's end-to-end capacity for publish -> pull -> ack. The queue must
  * be empty at the start (bench/queue.sh gives a fresh file or database).
+ * Then, on its own, publishing JOBS more jobs in batches of 256 as
+ * `imagen submit` does (publish_batch_per_s).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -116,6 +118,23 @@ main(int argc, char **argv)
     uint64_t end = imagen_time_now_ns();
     const char *driver = imagen_queue_driver_name(q);
 
+    /* Publishing alone as `imagen submit` does it: batches of 256 jobs, one
+     * transaction or script call each (to another op; they stay queued). */
+    enum { BATCH = 256 };
+    const char *batch_specs[BATCH];
+    char(*batch_ids)[IMAGEN_JOB_ID_SIZE] = malloc(BATCH * IMAGEN_JOB_ID_SIZE);
+    for (int i = 0; i < BATCH; i++)
+        batch_specs[i] = spec;
+    uint64_t batch_start = imagen_time_now_ns();
+    for (long done_n = 0; done_n < total_jobs; done_n += BATCH) {
+        size_t n = (size_t)(total_jobs - done_n < BATCH ? total_jobs - done_n : BATCH);
+        imagen_error *err = imagen_queue_publish_batch(q, OP "_batch", batch_specs, n, batch_ids);
+        if (err != NULL)
+            die("publish_batch", err);
+    }
+    double batch_secs = (double)(imagen_time_now_ns() - batch_start) / 1e9;
+    free(batch_ids);
+
     imagen_queue_counts *counts = NULL;
     size_t n = 0;
     imagen_error *err = imagen_queue_counts_get(q, &counts, &n);
@@ -131,8 +150,10 @@ main(int argc, char **argv)
 
     double secs = (double)(end - start) / 1e9;
     printf("{\"driver\":\"%s\",\"jobs\":%ld,\"done\":%llu,\"ack_failures\":%d,\"seconds\":%.3f,"
-           "\"jobs_per_s\":%.0f,\"publish_per_s\":%.0f,\"consumers\":%d,\"pull_max\":%d}\n",
+           "\"jobs_per_s\":%.0f,\"publish_per_s\":%.0f,\"publish_batch_per_s\":%.0f,\"consumers\":%d,"
+           "\"pull_max\":%d}\n",
            driver, total_jobs, (unsigned long long)done, atomic_load(&failures), secs, (double)total_jobs / secs,
-           (double)total_jobs / ((double)(published - start) / 1e9), consumers, pull_max);
+           (double)total_jobs / ((double)(published - start) / 1e9), (double)total_jobs / batch_secs, consumers,
+           pull_max);
     return done == (uint64_t)total_jobs && atomic_load(&failures) == 0 ? 0 : 1;
 }

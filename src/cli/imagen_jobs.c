@@ -81,6 +81,11 @@ has_image_extension(const char *name)
 
 /* ---- submit ------------------------------------------------------------------- */
 
+/* Jobs published per queue command, and the spec bytes after which a batch
+ * goes early (inline inputs make specs large). */
+#define SUBMIT_BATCH_JOBS 256
+#define SUBMIT_BATCH_BYTES (8u << 20)
+
 /* The inputs named on the command line, directories expanded to the image
  * files directly inside them (sorted, so jobs go in a predictable order). */
 typedef struct input_list {
@@ -379,33 +384,56 @@ imagen_cmd_submit(const imagen_cmd_args *a)
     if (rc == IMAGEN_EXIT_OK && ids == NULL)
         rc = IMAGEN_EXIT_SERVER;
 
+    /* Jobs go in batches (one transaction or script call each), so a
+     * directory of thousands of images is queued in moments; a batch stays
+     * small enough to be one reasonable queue command. */
     size_t published = 0;
-    for (size_t i = 0; i < inputs.n && rc == IMAGEN_EXIT_OK; i++) {
-        imagen_job_spec one = spec; /* parameters shared; places per job */
-        one.input = NULL;
-        one.input_data = NULL;
-        one.input_name = NULL;
-        one.output = (char *)out;
-        if (inline_input && !is_url(inputs.items[i])) {
-            rc = read_file(inputs.items[i], &one.input_data, &one.input_size);
-            one.input_name = inputs.items[i];
-        } else {
-            one.input = inputs.items[i];
+    char **batch = rc == IMAGEN_EXIT_OK ? calloc(SUBMIT_BATCH_JOBS, sizeof *batch) : NULL;
+    if (rc == IMAGEN_EXIT_OK && batch == NULL)
+        rc = IMAGEN_EXIT_SERVER;
+    size_t n_batch = 0, batch_bytes = 0;
+    for (size_t i = 0; i <= inputs.n && rc == IMAGEN_EXIT_OK; i++) {
+        if (i < inputs.n) {
+            imagen_job_spec one = spec; /* parameters shared; places per job */
+            one.input = NULL;
+            one.input_data = NULL;
+            one.input_name = NULL;
+            one.output = (char *)out;
+            if (inline_input && !is_url(inputs.items[i])) {
+                rc = read_file(inputs.items[i], &one.input_data, &one.input_size);
+                one.input_name = inputs.items[i];
+            } else {
+                one.input = inputs.items[i];
+            }
+            imagen_error *err = NULL;
+            if (rc == IMAGEN_EXIT_OK && (err = imagen_job_spec_to_json(&one, &batch[n_batch])) == NULL)
+                batch_bytes += strlen(batch[n_batch++]);
+            free(one.input_data);
+            if (err != NULL)
+                rc = report("submit", err);
         }
-        char *json = NULL;
-        imagen_error *err = rc == IMAGEN_EXIT_OK ? imagen_job_spec_to_json(&one, &json) : NULL;
-        if (err == NULL && rc == IMAGEN_EXIT_OK)
-            err = imagen_queue_publish(q, op->name, json, ids[i]);
-        free(json);
-        free(one.input_data);
-        if (err != NULL)
-            rc = report("submit", err);
-        if (rc == IMAGEN_EXIT_OK) {
-            published++;
-            if (imagen_cmd_get(a, "wait") == NULL)
-                printf("%s %s %s\n", ids[i], op->name, inputs.items[i]);
+        bool last = i + 1 >= inputs.n;
+        if (rc == IMAGEN_EXIT_OK && n_batch > 0 &&
+            (last || n_batch == SUBMIT_BATCH_JOBS || batch_bytes >= SUBMIT_BATCH_BYTES)) {
+            imagen_error *err =
+                imagen_queue_publish_batch(q, op->name, (const char *const *)batch, n_batch, ids + published);
+            if (err != NULL) {
+                rc = report("submit", err);
+            } else if (imagen_cmd_get(a, "wait") == NULL) {
+                for (size_t k = 0; k < n_batch; k++)
+                    printf("%s %s %s\n", ids[published + k], op->name, inputs.items[published + k]);
+            }
+            if (err == NULL)
+                published += n_batch;
+            for (size_t k = 0; k < n_batch; k++)
+                free(batch[k]);
+            n_batch = 0;
+            batch_bytes = 0;
         }
     }
+    for (size_t k = 0; k < n_batch; k++)
+        free(batch[k]);
+    free(batch);
     if (rc == IMAGEN_EXIT_OK && imagen_cmd_get(a, "wait") != NULL)
         rc = wait_for_jobs(q, ids, published, a->timeout_ms);
     else if (rc != IMAGEN_EXIT_OK && published > 0)

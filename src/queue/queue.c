@@ -224,21 +224,43 @@ check_lease(const imagen_lease *lease)
     return NULL;
 }
 
-imagen_error *
-imagen_queue_publish(imagen_queue *queue, const char *op, const char *spec, char id[IMAGEN_JOB_ID_SIZE])
+static imagen_error *
+check_spec(const char *spec)
 {
-    IMAGEN_RETURN_IF_ERROR(check_op(op));
     if (spec == NULL || spec[0] != '{')
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "job spec must be a JSON object");
     size_t len = strlen(spec);
     if (len > IMAGEN_JOB_SPEC_MAX)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "job spec is %zu bytes, more than the limit of %u", len,
                                 IMAGEN_JOB_SPEC_MAX);
-    char fresh[IMAGEN_JOB_ID_SIZE];
-    imagen_job_id_new(fresh);
-    IMAGEN_RETURN_IF_ERROR(queue->driver->publish(queue->state, op, spec, fresh));
-    memcpy(id, fresh, IMAGEN_JOB_ID_SIZE);
     return NULL;
+}
+
+imagen_error *
+imagen_queue_publish_batch(imagen_queue *queue, const char *op, const char *const *specs, size_t n,
+                           char (*ids)[IMAGEN_JOB_ID_SIZE])
+{
+    IMAGEN_RETURN_IF_ERROR(check_op(op));
+    if (n == 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        IMAGEN_RETURN_IF_ERROR(check_spec(specs[i]));
+    char(*fresh)[IMAGEN_JOB_ID_SIZE] = malloc(n * IMAGEN_JOB_ID_SIZE);
+    if (fresh == NULL)
+        return &imagen__error_out_of_memory;
+    for (size_t i = 0; i < n; i++)
+        imagen_job_id_new(fresh[i]);
+    imagen_error *err = queue->driver->publish(queue->state, op, specs, fresh, n);
+    if (err == NULL)
+        memcpy(ids, fresh, n * IMAGEN_JOB_ID_SIZE);
+    free(fresh);
+    return err;
+}
+
+imagen_error *
+imagen_queue_publish(imagen_queue *queue, const char *op, const char *spec, char id[IMAGEN_JOB_ID_SIZE])
+{
+    return imagen_queue_publish_batch(queue, op, &spec, 1, (char(*)[IMAGEN_JOB_ID_SIZE])id);
 }
 
 imagen_error *

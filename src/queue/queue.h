@@ -124,6 +124,13 @@ const char *imagen_queue_driver_name(const imagen_queue *queue);
  * that by the queue). Writes the new id (with its NUL) to id. */
 imagen_error *imagen_queue_publish(imagen_queue *queue, const char *op, const char *spec, char id[IMAGEN_JOB_ID_SIZE]);
 
+/* Publishes n jobs for `op` at once, all or none: one transaction (sqlite)
+ * or one script call (Redis) instead of n, which is what makes submitting a
+ * directory of thousands of images fast. Writes the ids to ids[0..n). The
+ * specs together should stay well under IMAGEN_JOB_SPEC_MAX. */
+imagen_error *imagen_queue_publish_batch(imagen_queue *queue, const char *op, const char *const *specs, size_t n,
+                                         char (*ids)[IMAGEN_JOB_ID_SIZE]);
+
 /* Takes up to `max` jobs from the queues of `ops` (oldest first, then the
  * ops' order), waiting up to wait_ms for the first one when none is ready
  * (0 = do not wait). Jobs whose lease expired are delivered again here;

@@ -18,7 +18,9 @@ typedef struct imagen_queue_driver {
     imagen_error *(*open)(const char *url, const imagen_queue_options *options, void **state);
     void (*close)(void *state);
 
-    imagen_error *(*publish)(void *state, const char *op, const char *spec, const char *id);
+    /* n >= 1 jobs, all published or none. */
+    imagen_error *(*publish)(void *state, const char *op, const char *const *specs, char (*ids)[IMAGEN_JOB_ID_SIZE],
+                             size_t n);
     imagen_error *(*pull)(void *state, const char *const *ops, size_t n_ops, size_t max, int64_t wait_ms,
                           imagen_lease **leases, size_t *n_out);
     imagen_error *(*extend)(void *state, imagen_lease *lease);

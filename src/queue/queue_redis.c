@@ -122,15 +122,22 @@
     "  return 'OK'\n"                                                                                               \
     "end\n"
 
-/* ARGV: id, op, spec, now. */
+/* ARGV: op, now, then id, spec for each job: all published or, when an id
+ * is taken, none. */
 static const char lua_publish[] = LUA_PRELUDE
-    "local id, op, now = ARGV[1], ARGV[2], ARGV[4]\n"
-    "if redis.call('EXISTS', jkey(id)) == 1 then return redis.error_reply('job ' .. id .. ' already exists') end\n"
-    "redis.call('HSET', jkey(id), 'id', id, 'op', op, 'spec', ARGV[3], 'state', 'queued', 'attempts', 0,\n"
-    "           'created_ms', now, 'started_ms', 0, 'finished_ms', 0, 'updated_ms', now)\n"
+    "local op, now = ARGV[1], ARGV[2]\n"
+    "for i = 3, #ARGV, 2 do\n"
+    "  if redis.call('EXISTS', jkey(ARGV[i])) == 1 then return redis.error_reply('job ' .. ARGV[i] .. ' already "
+    "exists') end\n"
+    "end\n"
     "redis.call('SADD', P .. 'ops', op)\n"
-    "set_state(id, op, nil, 'queued', now)\n"
-    "enqueue(id, op)\n"
+    "for i = 3, #ARGV, 2 do\n"
+    "  local id = ARGV[i]\n"
+    "  redis.call('HSET', jkey(id), 'id', id, 'op', op, 'spec', ARGV[i + 1], 'state', 'queued', 'attempts', 0,\n"
+    "             'created_ms', now, 'started_ms', 0, 'finished_ms', 0, 'updated_ms', now)\n"
+    "  set_state(id, op, nil, 'queued', now)\n"
+    "  enqueue(id, op)\n"
+    "end\n"
     "return 'OK'\n";
 
 /* ARGV: consumer, lease_ms, max, now, max_attempts, token prefix, ops...
@@ -841,14 +848,16 @@ now_arg(args *a)
 }
 
 static imagen_error *
-redis_publish(void *state, const char *op, const char *spec, const char *id)
+redis_publish(void *state, const char *op, const char *const *specs, char (*ids)[IMAGEN_JOB_ID_SIZE], size_t n)
 {
     redis_queue *q = state;
     args a = {0};
-    args_add(&a, id);
     args_add(&a, op);
-    args_add(&a, spec);
     now_arg(&a);
+    for (size_t i = 0; i < n; i++) {
+        args_add(&a, ids[i]);
+        args_add(&a, specs[i]);
+    }
     redisReply *r = NULL;
     imagen_error *err = script_call(q, SCRIPT_PUBLISH, &a, &r);
     args_free(&a);

@@ -478,20 +478,31 @@ sqlite_open(const char *url, const imagen_queue_options *options, void **state)
 /* ---- producing ------------------------------------------------------------- */
 
 static imagen_error *
-sqlite_publish(void *state, const char *op, const char *spec, const char *id)
+sqlite_publish(void *state, const char *op, const char *const *specs, char (*ids)[IMAGEN_JOB_ID_SIZE], size_t n)
 {
     sqlite_queue *q = state;
     pthread_mutex_lock(&q->mu);
     sqlite3_stmt *st = NULL;
     imagen_error *err = sync_set(q, true);
-    if (err == NULL)
+    /* One transaction for a batch: one fsync however many jobs. */
+    if (err == NULL && n > 1)
+        err = tx_begin(q);
+    int64_t now = now_ms();
+    for (size_t i = 0; err == NULL && i < n; i++) {
         err = stmt_get(q, ST_INSERT, &st);
-    if (err == NULL) {
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, op, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, spec, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, now_ms());
-        err = stmt_exec(q, st, "publishing a job");
+        if (err == NULL) {
+            sqlite3_bind_text(st, 1, ids[i], -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, op, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, specs[i], -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 4, now);
+            err = stmt_exec(q, st, "publishing a job");
+        }
+    }
+    if (n > 1) {
+        if (err == NULL)
+            err = tx_commit(q);
+        if (err != NULL)
+            tx_rollback(q);
     }
     if (err == NULL)
         pthread_cond_broadcast(&q->wake);

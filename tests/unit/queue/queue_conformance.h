@@ -306,6 +306,32 @@ conf_extend(void)
     imagen_queue_close(q);
 }
 
+/* A batch is published whole: every job queued with its own id, in order;
+ * a batch with one bad spec publishes nothing. */
+static void
+conf_publish_batch(void)
+{
+    imagen_queue *q = conf_open("c1", CONF_MAX_ATTEMPTS);
+    const char *specs[3] = {"{\"n\":1}", "{\"n\":2}", "{\"n\":3}"};
+    char ids[3][IMAGEN_JOB_ID_SIZE];
+    CHECK_OK(imagen_queue_publish_batch(q, "cf_batch", specs, 3, ids));
+    CHECK(strcmp(ids[0], ids[1]) != 0 && strcmp(ids[1], ids[2]) != 0 && strcmp(ids[0], ids[2]) != 0);
+    for (int i = 0; i < 3; i++) {
+        imagen_job *job = conf_get(q, ids[i]);
+        CHECK(job != NULL && job->state == IMAGEN_JOB_QUEUED && strcmp(job->spec, specs[i]) == 0);
+        imagen_job_free(job);
+    }
+    const char *bad[2] = {"{\"n\":4}", "not json"};
+    char bad_ids[2][IMAGEN_JOB_ID_SIZE];
+    CHECK_ERR(imagen_queue_publish_batch(q, "cf_batch", bad, 2, bad_ids), IMAGEN_ERR_INVALID_ARG, "JSON object");
+    imagen_job **jobs = NULL;
+    size_t n = 0;
+    CHECK_OK(imagen_queue_list(q, "cf_batch", -1, 0, &jobs, &n));
+    CHECK_INT_EQ(n, 3);
+    imagen_job_list_free(jobs, n);
+    imagen_queue_close(q);
+}
+
 /* A delivery keeps the lease length of the consumer that took it: a
  * consumer with short leases does not take a job still inside a long lease,
  * and one with long leases does take a job whose short lease ran out. */
@@ -799,6 +825,7 @@ queue_conformance_run(const char *url)
     int before = test_failures_;
     conf_url = url;
     RUN(conf_publish_get);
+    RUN(conf_publish_batch);
     RUN(conf_order_and_max);
     RUN(conf_several_ops);
     RUN(conf_wait);

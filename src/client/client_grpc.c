@@ -26,13 +26,15 @@ grpc_open(imagen_client *c)
     /* gRPC's default 4 MiB receive cap would refuse a 1024x1024x3 image
      * response; the server bounds what it sends. Its default reconnect
      * backoff (1 s growing to 120 s) would leave a worker idle for a long
-     * while after a server restart: a server on the local network is
-     * cheap to probe, so retry within 100 ms and never wait more than 1 s. */
+     * while after a server restart: a refused connection is cheap to retry,
+     * so retry after 100 ms and never wait more than 1 s between attempts.
+     * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays at its default: gRPC also uses
+     * it as the shortest time a connection attempt is given, and a slow
+     * server (or a far one) must get its 20 s to answer. */
     grpc_arg args[] = {
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = -1},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = -1},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, .value.integer = 100},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000},
     };
     grpc_channel_args chargs = {sizeof(args) / sizeof(args[0]), args};

@@ -28,6 +28,7 @@
 #include "queue/queue.h"
 #include "worker/job_spec.h"
 #include "worker/operation.h"
+#include "worker/storage.h"
 
 /* Prints an error as the commands do and maps it to an exit code. */
 static int
@@ -58,12 +59,6 @@ open_queue(const imagen_cmd_args *a, imagen_queue **q)
         return code == IMAGEN_ERR_INVALID_ARG ? IMAGEN_EXIT_USAGE : rc;
     }
     return IMAGEN_EXIT_OK;
-}
-
-static bool
-is_url(const char *s)
-{
-    return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
 }
 
 static bool
@@ -131,7 +126,7 @@ compare_strings(const void *a, const void *b)
 static int
 expand_input(input_list *l, const char *arg)
 {
-    if (is_url(arg))
+    if (imagen_job_location_is_url(arg))
         return input_list_add(l, strdup(arg)) ? 0 : IMAGEN_EXIT_SERVER;
     char abs[PATH_MAX];
     if (realpath(arg, abs) == NULL) {
@@ -167,55 +162,6 @@ expand_input(input_list *l, const char *arg)
         return IMAGEN_EXIT_FILE;
     }
     qsort(l->items + first, l->n - first, sizeof(char *), compare_strings);
-    return 0;
-}
-
-/* mkdir -p: creates the directory and any missing parents. */
-static bool
-make_directories(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        errno = ENAMETOOLONG;
-        return false;
-    }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return false;
-        *p = '/';
-    }
-    return mkdir(buf, 0777) == 0 || errno == EEXIST;
-}
-
-/* Reads a whole file for --inline. */
-static int
-read_file(const char *path, unsigned char **data, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "imagen submit: cannot read input '%s': %s\n", path, strerror(errno));
-        return IMAGEN_EXIT_FILE;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || (size_t)st.st_size > IMAGEN_JOB_INLINE_MAX) {
-        fprintf(stderr, "imagen submit: input '%s' is larger than the %u bytes a job can carry inline\n", path,
-                IMAGEN_JOB_INLINE_MAX);
-        fclose(f);
-        return IMAGEN_EXIT_FILE;
-    }
-    unsigned char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = buf != NULL ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    fclose(f);
-    if (buf == NULL || got != (size_t)st.st_size) {
-        fprintf(stderr, "imagen submit: cannot read input '%s'\n", path);
-        free(buf);
-        return IMAGEN_EXIT_FILE;
-    }
-    *data = buf;
-    *size = got;
     return 0;
 }
 
@@ -349,11 +295,12 @@ imagen_cmd_submit(const imagen_cmd_args *a)
     char out_abs[PATH_MAX];
     if (out == NULL)
         out = ".";
-    if (!is_url(out)) {
+    if (!imagen_job_location_is_url(out)) {
         /* The worker may run elsewhere in the file system's view (another
          * working directory), so directories travel as absolute paths. */
-        if (!make_directories(out)) {
-            fprintf(stderr, "imagen submit: cannot create output directory '%s': %s\n", out, strerror(errno));
+        imagen_error *err = imagen_storage_make_dirs(out);
+        if (err != NULL) {
+            report("submit", err);
             imagen_job_spec_clear(&spec);
             return IMAGEN_EXIT_FILE;
         }
@@ -369,7 +316,7 @@ imagen_cmd_submit(const imagen_cmd_args *a)
     int rc = IMAGEN_EXIT_OK;
     for (size_t i = 0; i < a->n_positional && rc == IMAGEN_EXIT_OK; i++)
         rc = expand_input(&inputs, a->positional[i]);
-    if (rc == IMAGEN_EXIT_OK && is_url(out) && inputs.n > 1) {
+    if (rc == IMAGEN_EXIT_OK && imagen_job_location_is_url(out) && inputs.n > 1) {
         fprintf(stderr,
                 "imagen submit: an output URL takes one input (got %zu): each job would PUT to the same "
                 "object\n",
@@ -399,8 +346,13 @@ imagen_cmd_submit(const imagen_cmd_args *a)
             one.input_data = NULL;
             one.input_name = NULL;
             one.output = (char *)out;
-            if (inline_input && !is_url(inputs.items[i])) {
-                rc = read_file(inputs.items[i], &one.input_data, &one.input_size);
+            if (inline_input && !imagen_job_location_is_url(inputs.items[i])) {
+                imagen_error *err =
+                    imagen_storage_read_file(inputs.items[i], IMAGEN_JOB_INLINE_MAX, &one.input_data, &one.input_size);
+                if (err != NULL) {
+                    report("submit", err);
+                    rc = IMAGEN_EXIT_FILE;
+                }
                 one.input_name = inputs.items[i];
             } else {
                 one.input = inputs.items[i];

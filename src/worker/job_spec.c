@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/base64.h"
 
@@ -40,10 +41,11 @@ imagen_job_spec_clear(imagen_job_spec *spec)
     imagen_job_spec_init(spec, op);
 }
 
-static bool
-is_url(const char *s)
+bool
+imagen_job_location_is_url(const char *location)
 {
-    return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+    /* Schemes are case-insensitive (RFC 3986). */
+    return location != NULL && (strncasecmp(location, "http://", 7) == 0 || strncasecmp(location, "https://", 8) == 0);
 }
 
 /* Parses a whole decimal number; false on trailing junk, overflow or NaN. */
@@ -146,7 +148,7 @@ check_places(const imagen_job_spec *spec)
 {
     if ((spec->input == NULL) == (spec->input_data == NULL))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "a job needs exactly one of an input path/URL and inline data");
-    if (spec->input != NULL && spec->input[0] != '/' && !is_url(spec->input))
+    if (spec->input != NULL && spec->input[0] != '/' && !imagen_job_location_is_url(spec->input))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' is neither an absolute path nor an http(s) URL",
                                 spec->input);
     if (spec->input_data != NULL && spec->input_size > IMAGEN_JOB_INLINE_MAX)
@@ -155,7 +157,7 @@ check_places(const imagen_job_spec *spec)
                                 spec->input_size, IMAGEN_JOB_INLINE_MAX);
     if (spec->output == NULL || spec->output[0] == '\0')
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "a job needs an output directory or URL");
-    if (spec->output[0] != '/' && !is_url(spec->output))
+    if (spec->output[0] != '/' && !imagen_job_location_is_url(spec->output))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                 "output '%s' is neither an absolute directory nor an http(s) URL", spec->output);
     return NULL;
@@ -338,7 +340,7 @@ imagen_job_output_location(const imagen_job_spec *spec, const char *id, const ch
 {
     if (spec->output == NULL)
         return NULL;
-    if (is_url(spec->output))
+    if (imagen_job_location_is_url(spec->output))
         return strdup(spec->output);
     char stem[128];
     output_stem(spec, stem, sizeof stem);

@@ -16,6 +16,7 @@
 #ifndef IMAGEN_WORKER_JOB_SPEC_H
 #define IMAGEN_WORKER_JOB_SPEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "imagen/error.h"
@@ -62,6 +63,10 @@ imagen_error *imagen_job_spec_to_json(const imagen_job_spec *spec, char **json);
 /* Parses what to_json wrote, for operation `op` (the queue's op for the
  * job). INVALID_ARG naming the member at fault. */
 imagen_error *imagen_job_spec_parse(const char *op, const char *json, imagen_job_spec *out);
+
+/* True for an http:// or https:// location (input or output; the scheme in
+ * any case), false for a path. The one test the worker and the CLI use. */
+bool imagen_job_location_is_url(const char *location);
 
 /* Where the job's result goes: for a directory
  * "<dir>/<stem>.<job id>.<ext>" (stem = input name without directory and

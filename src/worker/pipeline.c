@@ -383,10 +383,9 @@ static void
 fill_whole(batch *b, void *arg)
 {
     const imagen_image *image = arg;
-    size_t one = (size_t)b->h * b->w * 3;
-    for (int k = 0; k < b->n; k++)
-        if (b->input + (size_t)k * one != image->rgb)
-            memcpy(b->input + (size_t)k * one, image->rgb, one);
+    /* Without a region the request reads the decoded pixels in place. */
+    if (b->input != image->rgb)
+        memcpy(b->input, image->rgb, batch_in_bytes(b));
 }
 
 /* One request [1, H, W, 3]. On success *pixels is the output (owned:

@@ -44,12 +44,6 @@ imagen_storage_blob_free(imagen_storage_blob *blob)
     blob->size = 0;
 }
 
-bool
-imagen_storage_is_url(const char *location)
-{
-    return location != NULL && (strncasecmp(location, "http://", 7) == 0 || strncasecmp(location, "https://", 8) == 0);
-}
-
 /* ---- files ------------------------------------------------------------------- */
 
 /* A missing file or one that is not a regular file can never become
@@ -115,9 +109,8 @@ imagen_storage_read_file(const char *path, size_t max, unsigned char **data, siz
     return NULL;
 }
 
-/* mkdir -p: creates `dir` and any missing parents with mode 0755. */
-static imagen_error *
-make_dirs(const char *dir)
+imagen_error *
+imagen_storage_make_dirs(const char *dir)
 {
     struct stat st;
     if (stat(dir, &st) == 0)
@@ -197,7 +190,7 @@ imagen_storage_write_file(const char *path, const void *data, size_t size)
         free(dir);
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory writing '%s'", path);
     }
-    imagen_error *err = make_dirs(dir);
+    imagen_error *err = imagen_storage_make_dirs(dir);
     int fd = -1;
     if (err == NULL) {
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -419,7 +412,7 @@ imagen_storage_fetch(const imagen_job_spec *spec, imagen_storage_blob *out)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "the job has neither input nor input_data");
     unsigned char *data = NULL;
     size_t size = 0;
-    imagen_error *err = imagen_storage_is_url(spec->input)
+    imagen_error *err = imagen_job_location_is_url(spec->input)
                             ? imagen_storage_http_get(spec->input, IMAGEN_STORAGE_INPUT_MAX, &data, &size)
                             : imagen_storage_read_file(spec->input, IMAGEN_STORAGE_INPUT_MAX, &data, &size);
     if (err != NULL)
@@ -433,7 +426,7 @@ imagen_storage_fetch(const imagen_job_spec *spec, imagen_storage_blob *out)
 imagen_error *
 imagen_storage_write(const char *location, const void *data, size_t size, const char *content_type)
 {
-    if (imagen_storage_is_url(location))
+    if (imagen_job_location_is_url(location))
         return imagen_storage_http_put(location, data, size, content_type);
     return imagen_storage_write_file(location, data, size);
 }

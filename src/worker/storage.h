@@ -56,9 +56,6 @@ typedef struct imagen_storage_blob {
 
 void imagen_storage_blob_free(imagen_storage_blob *blob);
 
-/* True for "http://..." and "https://..." (case-insensitive scheme). */
-bool imagen_storage_is_url(const char *location);
-
 /* Fetches the job's input (inline, file or URL). On success *out is filled
  * and must be freed with imagen_storage_blob_free(). */
 imagen_error *imagen_storage_fetch(const imagen_job_spec *spec, imagen_storage_blob *out);
@@ -73,6 +70,10 @@ imagen_error *imagen_storage_http_get(const char *url, size_t max, unsigned char
 /* Writes `data` to `path` atomically and durably (see above). The
  * directory is created (with its parents) when missing. */
 imagen_error *imagen_storage_write_file(const char *path, const void *data, size_t size);
+
+/* mkdir -p: creates `dir` and any missing parents (mode 0755); an existing
+ * directory is fine, an existing non-directory is INVALID_ARG. */
+imagen_error *imagen_storage_make_dirs(const char *dir);
 
 /* PUTs `data` to `url` with `content_type` (NULL = application/octet-stream). */
 imagen_error *imagen_storage_http_put(const char *url, const void *data, size_t size, const char *content_type);

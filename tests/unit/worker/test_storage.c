@@ -287,11 +287,11 @@ test_fetch_file(void)
 static void
 test_is_url(void)
 {
-    CHECK(imagen_storage_is_url("http://x/y"));
-    CHECK(imagen_storage_is_url("HTTPS://x/y"));
-    CHECK(!imagen_storage_is_url("/tmp/x"));
-    CHECK(!imagen_storage_is_url("ftp://x/y"));
-    CHECK(!imagen_storage_is_url(NULL));
+    CHECK(imagen_job_location_is_url("http://x/y"));
+    CHECK(imagen_job_location_is_url("HTTPS://x/y"));
+    CHECK(!imagen_job_location_is_url("/tmp/x"));
+    CHECK(!imagen_job_location_is_url("ftp://x/y"));
+    CHECK(!imagen_job_location_is_url(NULL));
 }
 
 static void

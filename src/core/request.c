@@ -545,7 +545,10 @@ imagen_server_infer_async(imagen_server *srv, imagen_request *req, imagen_respon
     req->submit_ns = imagen_time_now_ns();
     atomic_store(&req->submitted, true);
 
-    atomic_fetch_add(&req->refs, 1); /* the core's reference */
+    /* The core's reference, plus one held until this function returns: once
+     * enqueued, the request may complete and its callback release the
+     * caller's reference on another thread before the check below. */
+    atomic_fetch_add(&req->refs, 2);
     imagen__server_inflight_add(srv, 1);
     imagen_stats_pending_add(m->stats, 1);
     imagen_error *err = imagen_batcher_enqueue(m->batcher, &req->item);
@@ -554,8 +557,10 @@ imagen_server_infer_async(imagen_server *srv, imagen_request *req, imagen_respon
          * nothing queued; honour it now. */
         if (atomic_load(&req->cancelled))
             imagen_batcher_cancel(m->batcher, &req->item);
+        imagen_request_release(req);
         return NULL;
     }
+    atomic_fetch_sub(&req->refs, 1);
     imagen_stats_pending_add(m->stats, -1);
     imagen_stats_record_failure(m->stats, IMAGEN_FAIL_REJECTED, imagen_time_now_ns() - req->submit_ns);
     imagen__server_inflight_add(srv, -1);

@@ -1,11 +1,12 @@
 /*
  * The KServe v2 HTTP/REST frontend (spec §1) and the Prometheus metrics
- * endpoint (spec §6), both on libmicrohttpd. They use only the in-process
- * API of imagen/server.h.
+ * endpoint (spec §6). They use only the in-process API of imagen/server.h.
  *
- * Threads: libmicrohttpd's own threads run the handlers; inference responses
- * arrive on instance threads, which only hand the response over and resume
- * the suspended connection (never socket I/O on an instance thread).
+ * Threads: the inference frontend runs its own HTTP/1.1 event loops
+ * (http_server.c, one epoll set per --http-thread-count); the instance
+ * thread that completes a request writes a small reply itself and hands
+ * anything larger back to the connection's loop. The metrics endpoint,
+ * scraped a few times a minute, runs on libmicrohttpd.
  */
 #ifndef IMAGEN_HTTP_H
 #define IMAGEN_HTTP_H
@@ -39,6 +40,12 @@ typedef struct imagen_metrics_options {
     bool allow_cpu_metrics;   /* --allow-cpu-metrics (default true) */
     unsigned interval_ms;     /* --metrics-interval-ms (default 2000) */
 } imagen_metrics_options;
+
+/* Once per process, before any thread starts: installs the allocator hooks
+ * that let inference requests parse their JSON in per-thread scratch memory
+ * (http_scratch.c). Optional: without it everything works, with more
+ * malloc traffic. */
+void imagen_http_global_init(void);
 
 typedef struct imagen_http imagen_http;
 typedef struct imagen_metrics imagen_metrics;

@@ -34,7 +34,8 @@ typedef struct out_spec {
 struct imagen__http_infer {
     imagen_request *req; /* owned reference */
     void **owned;        /* buffers decoded from JSON; freed with the object */
-    size_t n_owned;
+    size_t n_owned, cap_owned;
+    void *owned_inline[4]; /* `owned` for the usual few inputs */
     out_spec *outs; /* requested outputs, in request order */
     size_t n_outs;
     bool binary_default;       /* binary_data_output: outputs not listed */
@@ -60,11 +61,21 @@ own(imagen__http_infer *inf, void *p)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)", INFER_MAX_OWNED_BUFFERS);
     }
     if (inf->owned == NULL) {
-        inf->owned = calloc(INFER_MAX_OWNED_BUFFERS, sizeof(void *));
-        if (inf->owned == NULL) {
+        inf->owned = inf->owned_inline;
+        inf->cap_owned = sizeof(inf->owned_inline) / sizeof(inf->owned_inline[0]);
+    }
+    if (inf->n_owned == inf->cap_owned) {
+        size_t ncap = inf->cap_owned * 2;
+        void **grown = malloc(ncap * sizeof(void *));
+        if (grown == NULL) {
             free(p);
             return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
         }
+        memcpy(grown, inf->owned, inf->n_owned * sizeof(void *));
+        if (inf->owned != inf->owned_inline)
+            free(inf->owned);
+        inf->owned = grown;
+        inf->cap_owned = ncap;
     }
     inf->owned[inf->n_owned++] = p;
     return NULL;
@@ -501,8 +512,13 @@ build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t js
         err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE,
                                "too much JSON tensor data is being parsed right now; retry, or send large tensors "
                                "with the binary tensor data extension");
-    else
+    else {
+        /* The parsed document dies inside build_json_parsed(): its values
+         * can live in this thread's scratch memory. */
+        bool scratch = imagen__http_scratch_begin();
         err = build_json_parsed(inf, body, body_len, json_len, max_input);
+        imagen__http_scratch_end(scratch);
+    }
     atomic_fetch_sub(&json_values_in_parse, values);
     return err;
 }
@@ -702,7 +718,8 @@ imagen__http_infer_free(imagen__http_infer *inf)
     free(inf->shm_refs);
     for (size_t i = 0; i < inf->n_owned; i++)
         free(inf->owned[i]);
-    free(inf->owned);
+    if (inf->owned != inf->owned_inline)
+        free(inf->owned);
     for (size_t i = 0; i < inf->n_outs; i++)
         free(inf->outs[i].name);
     free(inf->outs);
@@ -759,6 +776,7 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
     size_t n_blobs = 0;
     *any_binary = false;
 
+    imagen_buf_reserve(out, 1024); /* a small reply in one allocation instead of three growths */
     imagen_buf_append_char(out, '{');
     if (inf->id && inf->id[0] != '\0') {
         imagen_buf_append_str(out, "\"id\":");

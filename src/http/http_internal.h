@@ -149,6 +149,18 @@ void imagen__http_json_append_shape(imagen_buf *b, const int64_t *shape, size_t 
 void imagen__http_json_error_body(imagen_buf *b, const char *msg);
 
 /* ======================================================================
+ * Scratch memory for request JSON (http_scratch.c)
+ * ==================================================================== */
+
+/* Starts a section in which jansson's allocations on this thread come from
+ * the thread's scratch buffer; returns whether it began (false when
+ * imagen_http_global_init() was not called, or a section is already open).
+ * Every JSON value created in the section must be released before
+ * imagen__http_scratch_end(begun) and must not reach another thread. */
+bool imagen__http_scratch_begin(void);
+void imagen__http_scratch_end(bool begun);
+
+/* ======================================================================
  * Inference (http_infer.c)
  * ==================================================================== */
 
@@ -210,21 +222,66 @@ void imagen__http_admin_handle(imagen_server *srv, imagen_shm *shm, const imagen
 void imagen__http_reply_error(imagen__http_reply *reply, imagen_error *err);
 
 /* ======================================================================
- * Disconnect watcher (http_watch.c)
+ * HTTP/1.1 framing (http_parse.c)
  * ==================================================================== */
 
-typedef struct imagen__http_watch imagen__http_watch;
+/* The longest request head (request line and header fields) accepted;
+ * longer ones are answered 431 (414 for a request line alone). */
+#define IMAGEN_HTTP_MAX_HEAD_BYTES (32u << 10)
 
-/* Starts the thread that notices clients closing the sockets of suspended
- * connections and cancels their queued requests. */
-imagen_error *imagen__http_watch_start(imagen__http_watch **out);
-/* Watches `fd` until removed; on hang-up calls imagen_request_cancel(req)
- * (req borrowed; the caller keeps its reference until after removal). Returns
- * a registration id (0 when not watched, e.g. out of memory). */
-uint64_t imagen__http_watch_add(imagen__http_watch *w, int fd, imagen_request *req);
-/* Stops watching; after return the watcher no longer uses the request. */
-void imagen__http_watch_remove(imagen__http_watch *w, uint64_t id);
-void imagen__http_watch_stop(imagen__http_watch *w);
+/* A parsed request head. Pointers point into the parsed bytes and are not
+ * NUL-terminated; a header that was absent has a NULL pointer. */
+typedef struct imagen__http_head {
+    size_t head_len; /* bytes of the head, final empty line included */
+    const char *method;
+    size_t method_len;
+    const char *path; /* the target's path: no query string, not decoded ("/" for "http://host") */
+    size_t path_len;
+    int minor_version;    /* HTTP/1.<minor_version> */
+    bool keep_alive;      /* the connection may carry another request after this one */
+    bool chunked;         /* Transfer-Encoding: chunked */
+    bool has_content_length;
+    uint64_t content_length;
+    bool expect_continue; /* Expect: 100-continue */
+    const char *content_encoding;
+    size_t content_encoding_len;
+    const char *accept_encoding;
+    size_t accept_encoding_len;
+    const char *infer_header_length; /* Inference-Header-Content-Length */
+    size_t infer_header_length_len;
+} imagen__http_head;
+
+typedef enum {
+    IMAGEN_HTTP_PARSE_OK = 0,
+    IMAGEN_HTTP_PARSE_INCOMPLETE = 1, /* need more bytes */
+    IMAGEN_HTTP_PARSE_ERROR = 2       /* *status and *message tell why */
+} imagen__http_parse_result;
+
+/* Parses the request head at the start of buf[0..len). On ERROR, *status is
+ * the HTTP status to answer with before closing (400, 414, 417, 431, 501,
+ * 505) and *message a static description. Pure; thread-safe. */
+imagen__http_parse_result imagen__http_parse_head(const char *buf, size_t len, imagen__http_head *head, int *status,
+                                                  const char **message);
+
+/* Incremental decoder of the chunked transfer coding. */
+typedef struct imagen__http_chunked {
+    int state;
+    uint64_t remaining; /* chunk size being read, then data bytes left */
+    unsigned digits;
+    size_t line_len;
+} imagen__http_chunked;
+
+/* Receives decoded body bytes; false = out of memory. */
+typedef bool (*imagen__http_body_sink)(void *ctx, const char *data, size_t n);
+
+void imagen__http_chunked_init(imagen__http_chunked *c);
+/* Feeds bytes; data goes to `sink`. Returns the bytes consumed (fewer than
+ * `len` only once the body has ended: the rest belongs to the next request),
+ * or (size_t)-1 with *message set for malformed framing. */
+size_t imagen__http_chunked_feed(imagen__http_chunked *c, const char *in, size_t len, imagen__http_body_sink sink,
+                                 void *ctx, const char **message);
+/* True once the last chunk and the trailer section have been consumed. */
+bool imagen__http_chunked_done(const imagen__http_chunked *c);
 
 /* ======================================================================
  * Metrics text helpers (metrics.c)

@@ -1,124 +1,239 @@
 /*
- * The KServe v2 HTTP server on libmicrohttpd: daemon set-up, request body
- * collection (with the --http-max-input-size limit and request
- * decompression), routing, and the suspend/resume dance of inference.
- * libmicrohttpd's pool threads run every handler; an inference request is
- * submitted with imagen_server_infer_async() and its connection suspended,
- * and the completion callback (an instance thread) only stores the response
- * and resumes the connection, so encoding and socket I/O stay on the pool
- * threads. Nothing here ever blocks a pool thread on a model: load and
- * unload run on a short-lived helper thread in the same way.
+ * The KServe v2 HTTP/1.1 server: event loops, connections, and the path of
+ * a request from the socket to the core and back.
+ *
+ * Threads. --http-thread-count event loops, each an epoll set that owns the
+ * connections it accepted (all loops wait on the one listening socket with
+ * EPOLLEXCLUSIVE, so a new connection wakes one of them). A loop reads a
+ * request, parses its head (http_parse.c), collects its body, routes it and
+ * either answers at once (metadata, health, errors) or submits an inference
+ * request to the core and leaves the connection WAITING.
+ *
+ * Completion. The core calls on_infer_done() on the instance thread that
+ * executed the request. For a small response (the common case: a few
+ * tensors of a few KiB) that thread encodes the reply and writes it to the
+ * non-blocking socket itself, and the connection goes straight back to its
+ * loop's reading state: no other thread is woken, which is what makes small
+ * requests cheap. Anything else (a large or compressed response, a client
+ * that sent more requests meanwhile or hung up, a socket that would block)
+ * is handed back to the owning loop through its hand-back list and eventfd,
+ * and the loop encodes and writes it, so an instance thread never spends
+ * long on a client.
+ *
+ * Ownership. A connection belongs to its loop except while WAITING, when it
+ * belongs to whoever completes the request; `mu` guards the hand-over and
+ * the flags both sides look at. A WAITING connection stays registered for
+ * hang-up: a client that goes away while its request is still queued has
+ * the request cancelled (the core drops it and counts it), which is what
+ * Triton does for a closed connection.
  */
 #include "http/http_internal.h"
 
 #include <errno.h>
-#include <microhttpd.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/copy_stats.h"
 #include "common/log.h"
 #include "common/time.h"
 
-/* Per-connection pool for the read buffer and headers. libmicrohttpd clears
- * the used part of it for every request on a keep-alive connection, so a
- * large pool costs CPU on every small request (a 256 KiB pool spent a quarter
- * of the server's CPU in memset); bodies go to our own buffer anyway. */
-#define HTTP_CONNECTION_MEMORY_BYTES (32u << 10)
 /* A connection with no traffic for this long is closed, so clients that
- * open connections and go quiet cannot exhaust the descriptors. Suspended
- * connections (a request in the core) are not subject to it. */
-#define HTTP_IDLE_TIMEOUT_SECS 300
+ * open connections and go quiet cannot exhaust the descriptors. Connections
+ * with a request in the core are not subject to it. */
+#define HTTP_IDLE_TIMEOUT_NS (300ull * 1000000000ull)
+/* After an answer that ends the connection, unread input is drained for at
+ * most this long before closing (closing with unread input sends a reset,
+ * which can destroy the answer before the client reads it). */
+#define HTTP_LINGER_NS (2ull * 1000000000ull)
+#define HTTP_SWEEP_INTERVAL_NS 1000000000ull
 #define HTTP_DRAIN_POLL_US 10000 /* destroy: poll interval while requests finish */
 #define HTTP_DRAIN_MAX_MS 60000  /* destroy: longest wait for in-flight requests */
 #define HTTP_DEFAULT_THREAD_COUNT 8
+#define HTTP_READ_BUFFER_BYTES 8192u
+#define HTTP_READ_BUFFER_MAX (IMAGEN_HTTP_MAX_HEAD_BYTES + HTTP_READ_BUFFER_BYTES)
 #define HTTP_BODY_PREALLOC_MAX_BYTES (4u << 20) /* trust Content-Length only this far before data arrives */
+#define HTTP_DIRECT_REPLY_MAX_BYTES (64u << 10) /* completions encode and send replies up to this size */
+#define HTTP_EVENTS_PER_WAIT 64
+#define HTTP_ACCEPTS_PER_WAKE 16
+#define HTTP_PATH_INLINE 256
+#define HTTP_REPLY_HEAD_MAX 320
+#define HTTP_EV_READ (EPOLLIN | EPOLLRDHUP)
+
+typedef struct http_loop http_loop;
+typedef struct http_conn http_conn;
 
 struct imagen_http {
     imagen_server *srv; /* borrowed */
     imagen_shm *shm;    /* borrowed; NULL = client shared memory disabled */
-    struct MHD_Daemon *daemon;
-    imagen__http_watch *watch;
-    size_t max_input; /* bytes */
+    int listen_fd;
     int port;
-    atomic_bool quiesced;   /* set by quiesce: new connections are refused */
-    atomic_size_t inflight; /* infer/admin requests whose reply is not yet sent
-                               (counted at suspend, uncounted when MHD reports
-                               the request completed) */
+    size_t max_input; /* bytes */
+    http_loop *loops;
+    unsigned n_loops;
+    atomic_bool quiesced;   /* new connections are closed at once */
+    atomic_size_t inflight; /* requests in the core or whose reply is not yet written */
+};
+
+struct http_loop {
+    imagen_http *http;
+    int epfd;
+    int wake_fd; /* eventfd: hand-backs queued, or stop */
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    pthread_mutex_t mu;                     /* guards the hand-back list */
+    http_conn *handback_head, *handback_tail; /* connections returned by completions */
+    http_conn *conns;                       /* every open connection (loop thread only) */
+    uint64_t now_ns;                        /* at the last wake-up */
+    uint64_t next_sweep_ns;
 };
 
 typedef enum {
-    PHASE_RECEIVING = 0, /* collecting the body */
-    PHASE_WAITING = 1,   /* suspended; a completion will resume */
-    PHASE_READY = 2      /* completion stored; reply on the next call */
-} req_phase;
+    CONN_READ_HEAD = 0, /* waiting for (the rest of) a request head */
+    CONN_READ_BODY,     /* collecting the body */
+    CONN_WAITING,       /* the request is in the core (or an admin thread) */
+    CONN_WRITING,       /* a reply is being written */
+    CONN_LINGER         /* answered and half-closed; draining input until EOF */
+} conn_state;
 
-/* Per-request state; lives from the first handler call to the
- * request-completed notification. */
+/* One request on a connection; reset between requests. */
 typedef struct http_req {
-    imagen_http *http;
-    struct MHD_Connection *conn;
-    imagen__http_route route;
-    unsigned method; /* IMAGEN_HTTP_METHOD_* or 0 */
-    char *body;      /* received bytes; owned */
+    imagen__http_route route; /* points into path */
+    unsigned method;          /* IMAGEN_HTTP_METHOD_* or 0 */
+    char path_inline[HTTP_PATH_INLINE];
+    char *path; /* path_inline or owned */
+    bool keep_alive;
+    int minor_version;
+    bool chunked;
+    imagen__http_chunked chunk;
+    uint64_t content_length; /* body bytes still to come when not chunked */
+    uint64_t announced;      /* the Content-Length header's value, 0 if none */
+    char *body;              /* received bytes; owned */
     size_t len, cap;
     size_t expected;    /* Content-Length when given and within the limit, else 0 */
     bool too_large;     /* body over the limit: discard the rest, answer 400 */
-    bool counted;       /* counted in http->inflight until completed */
-    size_t received;    /* total bytes offered, counted even while discarding */
+    uint64_t received;  /* body bytes offered, counted even while discarding */
     char *inflated;     /* decompressed body; owned */
     char *model;        /* decoded ${M}; owned */
-    pthread_mutex_t mu; /* guards phase, resp, watch_id, completing against the completion */
-    req_phase phase;
-    imagen__http_infer *inf;      /* infer requests; owned */
-    imagen_response *resp;        /* written by the completion callback; owned */
-    imagen__http_reply reply;     /* load/unload helper thread result */
-    bool has_reply;               /* the answer is in `reply` (load/unload, submit errors) */
-    uint64_t watch_id;            /* disconnect-watcher entry, 0 = none (guarded by mu) */
-    bool completing;              /* the completion callback has begun (guarded by mu) */
-    imagen__http_encoding accept; /* response coding for infer */
+    imagen__http_encoding content_encoding;
+    char content_encoding_text[72]; /* for the error message */
+    imagen__http_encoding accept;
+    char *header_length; /* Inference-Header-Content-Length value; owned */
+    imagen__http_infer *inf;  /* owned */
+    imagen_response *resp;    /* from the completion; owned */
+    imagen__http_reply reply; /* admin helper thread result */
+    bool has_reply;
+    bool counted; /* counted in http->inflight */
 } http_req;
+
+struct http_conn {
+    http_loop *loop;
+    int fd;
+    conn_state state;
+    http_conn *prev, *next; /* loop->conns */
+    http_conn *handback_next;
+    uint64_t last_active_ns;
+    uint32_t interest; /* events registered; 0 after a disarm */
+    /* input: unparsed bytes are rbuf[rpos, rlen) */
+    char *rbuf;
+    size_t rpos, rlen, rcap;
+    http_req req;
+    /* output: head then body, out_off bytes of them sent */
+    char head[HTTP_REPLY_HEAD_MAX];
+    size_t head_len;
+    char *body; /* owned unless body_static */
+    size_t body_len;
+    bool body_static;
+    size_t out_off;
+    bool close_after; /* end the connection once the reply is out */
+    bool write_failed;
+    /* hand-over between the loop and a completion (guarded by mu) */
+    pthread_mutex_t mu;
+    bool completing; /* the completion has begun: the loop must not cancel */
+    bool cancelling; /* the loop is inside imagen_request_cancel() */
+    bool deferred;   /* a completion that arrived during cancel left the rest to the loop */
+    bool disarmed;   /* the loop changed the registration while WAITING */
+    bool hangup;     /* the client closed its side */
+};
+
+static char listen_tag, wake_tag; /* epoll data for the non-connection fds */
 
 /* ======================================================================
  * Replies
  * ==================================================================== */
 
-static enum MHD_Result
-queue_bytes(struct MHD_Connection *conn, int status, char *data, size_t len, const char *ctype)
+static const char *
+reason_phrase(int status)
 {
-    struct MHD_Response *resp;
-    if (len == 0) {
-        free(data);
-        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    } else {
-        resp = MHD_create_response_from_buffer_with_free_callback(len, data, free);
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 500 ? "Bad Request" : "Internal Server Error";
     }
-    if (resp == NULL) {
-        if (len)
-            free(data);
-        return MHD_NO;
-    }
-    if (ctype && len)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    return r;
 }
 
-static enum MHD_Result
-queue_static_json(struct MHD_Connection *conn, int status, const char *json)
+/* Sets the reply to write: `body` (owned unless is_static) of `len` bytes.
+ * `extra` holds further header lines, each ending in CRLF. The state is
+ * left alone: whoever owns the connection moves it to CONN_WRITING (a
+ * completion must not, or the loop would take the connection over while the
+ * completion still writes). */
+static void
+conn_set_reply(http_conn *c, int status, const char *ctype, char *body, size_t len, bool is_static, const char *extra)
 {
-    char *copy = strdup(json);
-    return queue_bytes(conn, status, copy, copy ? strlen(copy) : 0, "application/json");
+    http_req *r = &c->req;
+    if (!r->keep_alive)
+        c->close_after = true;
+    int n = snprintf(c->head, sizeof(c->head), "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n", status,
+                     reason_phrase(status), ctype && len ? "Content-Type: " : "", ctype && len ? ctype : "",
+                     ctype && len ? "\r\n" : "", len, extra ? extra : "",
+                     c->close_after                          ? "Connection: close\r\n"
+                     : r->minor_version == 0 && r->keep_alive ? "Connection: keep-alive\r\n"
+                                                              : "");
+    c->head_len = n > 0 && (size_t)n < sizeof(c->head) ? (size_t)n : 0;
+    c->body = body;
+    c->body_len = len;
+    c->body_static = is_static || len == 0;
+    c->out_off = 0;
 }
 
-static enum MHD_Result
-queue_reply(struct MHD_Connection *conn, imagen__http_reply *reply)
+static void
+conn_reply_json(http_conn *c, int status, const char *json)
+{
+    conn_set_reply(c, status, "application/json", (char *)json, strlen(json), true, NULL);
+}
+
+static void
+conn_reply(http_conn *c, imagen__http_reply *reply)
 {
     size_t len = 0;
     char *data = NULL;
@@ -126,222 +241,149 @@ queue_reply(struct MHD_Connection *conn, imagen__http_reply *reply)
     if (!failed && reply->body.len > 0)
         data = imagen_buf_detach(&reply->body, &len);
     imagen_buf_free(&reply->body);
-    if (failed)
-        return queue_static_json(conn, 500, "{\"error\":\"out of memory\"}");
-    return queue_bytes(conn, reply->status, data, len, reply->json ? "application/json" : NULL);
+    if (failed) {
+        conn_reply_json(c, 500, "{\"error\":\"out of memory\"}");
+        return;
+    }
+    conn_set_reply(c, reply->status, reply->json ? "application/json" : NULL, data, len, false, NULL);
 }
 
-static enum MHD_Result
-queue_error(struct MHD_Connection *conn, imagen_error *err)
+static void
+conn_reply_error(http_conn *c, imagen_error *err)
 {
     imagen__http_reply reply;
     imagen_buf_init(&reply.body);
     imagen__http_reply_error(&reply, err);
-    return queue_reply(conn, &reply);
+    conn_reply(c, &reply);
 }
 
-/* ======================================================================
- * Inference
- * ==================================================================== */
-
-/* Completion callback: runs on an instance thread (or, for a cancelled
- * request, on whichever thread cancelled it). Stores the response and
- * resumes the connection; never touches the socket. */
+/* A framing error: answer and end the connection (what follows on the
+ * stream cannot be trusted to start a request). */
 static void
-on_infer_done(imagen_response *response, void *user_data)
+conn_reply_protocol_error(http_conn *c, int status, const char *message)
 {
-    http_req *r = user_data;
-    imagen_http *http = r->http;
-    pthread_mutex_lock(&r->mu);
-    uint64_t watch_id = r->watch_id;
-    r->watch_id = 0;
-    /* From here on start_infer must not register the request with the
-     * watcher: an entry added after this point would never be removed and
-     * the watcher would later cancel a freed request. */
-    r->completing = true;
-    pthread_mutex_unlock(&r->mu);
-    /* Outside r->mu: the watcher may be calling us with its lock held. */
-    imagen__http_watch_remove(http->watch, watch_id);
-    pthread_mutex_lock(&r->mu);
-    r->resp = response;
-    r->phase = PHASE_READY;
-    MHD_resume_connection(r->conn);
-    /* r may be freed as soon as the lock is released. */
-    pthread_mutex_unlock(&r->mu);
-}
-
-static enum MHD_Result
-start_infer(http_req *r, const char *body, size_t len)
-{
-    imagen_http *http = r->http;
-    struct MHD_Connection *conn = r->conn;
-    const char *hlen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
-    size_t header_len = 0;
-    if (hlen != NULL) {
-        imagen_error *err = imagen__http_parse_header_length(hlen, len, &header_len);
-        if (err != NULL)
-            return queue_error(conn, err);
-    }
-    imagen_error *err = imagen__http_infer_build(http->srv, http->shm, r->model, r->route.version, body ? body : "",
-                                                 len, hlen != NULL, header_len, http->max_input, &r->inf);
-    if (err != NULL)
-        return queue_error(conn, err);
-    r->accept = imagen__http_select_accept_encoding(
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
-
-    /* Suspend before submitting: the completion may arrive before
-     * imagen_server_infer_async() even returns, and resuming a connection
-     * that is not suspended is undefined. */
-    r->phase = PHASE_WAITING;
-    r->counted = true;
-    atomic_fetch_add(&http->inflight, 1);
-    MHD_suspend_connection(conn);
-    imagen_request *req = imagen__http_infer_request(r->inf);
-    err = imagen_server_infer_async(http->srv, req, on_infer_done, r);
-    if (err != NULL) {
-        pthread_mutex_lock(&r->mu);
-        imagen_buf_init(&r->reply.body);
-        imagen__http_reply_error(&r->reply, err);
-        r->has_reply = true;
-        r->phase = PHASE_READY;
-        MHD_resume_connection(conn);
-        pthread_mutex_unlock(&r->mu);
-        return MHD_YES;
-    }
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    /* Register outside r->mu (the watcher takes its own lock, then, when it
-     * cancels, the completion takes r->mu) and keep the entry only if the
-     * completion has not begun. The request stays alive meanwhile: its
-     * state is freed on this thread, after this handler returns. */
-    uint64_t id = ci != NULL ? imagen__http_watch_add(http->watch, ci->connect_fd, req) : 0;
-    pthread_mutex_lock(&r->mu);
-    if (r->phase == PHASE_WAITING && !r->completing) {
-        r->watch_id = id;
-        id = 0;
-    }
-    pthread_mutex_unlock(&r->mu);
-    imagen__http_watch_remove(http->watch, id); /* no-op for 0 */
-    return MHD_YES;
-}
-
-/* Frees an executed request's input and output bytes (the body the inputs
- * point into, the response's tensors) once the reply holds what it needs:
- * otherwise both stay beside the encoded reply until MHD has sent it. */
-static void
-release_request(http_req *r)
-{
-    imagen_response_free(r->resp);
-    r->resp = NULL;
-    imagen__http_infer_free(r->inf);
-    r->inf = NULL;
-    free(r->body);
-    r->body = NULL;
-    r->len = r->cap = 0;
-    free(r->inflated);
-    r->inflated = NULL;
-}
-
-static enum MHD_Result
-finish_infer(http_req *r)
-{
-    struct MHD_Connection *conn = r->conn;
-    const imagen_error *rerr = imagen_response_error(r->resp);
-    if (rerr != NULL)
-        return queue_error(conn, imagen_error_new(imagen_error_code_of(rerr), "%s", imagen_error_message(rerr)));
-    imagen_buf out = IMAGEN_BUF_INIT;
-    size_t json_len = 0;
-    bool binary = false;
-    imagen_error *err = imagen__http_infer_encode(r->inf, r->resp, &out, &json_len, &binary);
-    release_request(r);
-    if (err != NULL) {
-        imagen_buf_free(&out);
-        return queue_error(conn, err);
-    }
-    size_t len = 0;
-    char *data = imagen_buf_detach(&out, &len);
-    if (data == NULL)
-        return queue_error(conn, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response"));
-    const char *enc_name = imagen__http_encoding_name(r->accept);
-    if (enc_name != NULL) {
-        char *z = NULL;
-        size_t zlen = 0;
-        if (imagen__http_deflate(r->accept, data, len, &z, &zlen)) {
-            free(data);
-            data = z;
-            len = zlen;
-        } else {
-            enc_name = NULL;
-        }
-    }
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, data, free);
-    if (resp == NULL) {
-        free(data);
-        return MHD_NO;
-    }
-    if (binary) {
-        char num[24];
-        snprintf(num, sizeof(num), "%zu", json_len);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-        MHD_add_response_header(resp, "Inference-Header-Content-Length", num);
-    } else {
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    }
-    if (enc_name != NULL)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, enc_name);
-    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
-/* ======================================================================
- * Load / unload off the pool threads
- * ==================================================================== */
-
-static void *
-admin_thread(void *arg)
-{
-    http_req *r = arg;
-    imagen_http *http = r->http;
-    const char *body = r->inflated ? r->inflated : r->body;
+    c->close_after = true;
     imagen__http_reply reply;
     imagen_buf_init(&reply.body);
-    imagen__http_admin_handle(http->srv, http->shm, &r->route, r->model, body ? body : "", body ? r->len : 0, &reply);
-    pthread_mutex_lock(&r->mu);
-    r->reply = reply;
-    r->phase = PHASE_READY;
-    MHD_resume_connection(r->conn);
-    pthread_mutex_unlock(&r->mu);
-    return NULL;
-}
-
-static enum MHD_Result
-start_admin_async(http_req *r)
-{
-    imagen_http *http = r->http;
-    r->has_reply = true;
-    r->phase = PHASE_WAITING;
-    r->counted = true;
-    atomic_fetch_add(&http->inflight, 1);
-    MHD_suspend_connection(r->conn);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t t;
-    int rc = pthread_create(&t, &attr, admin_thread, r);
-    pthread_attr_destroy(&attr);
-    if (rc != 0)
-        admin_thread(r); /* run inline; still resumes correctly */
-    return MHD_YES;
+    reply.status = status;
+    reply.json = true;
+    imagen__http_json_error_body(&reply.body, message);
+    conn_reply(c, &reply);
 }
 
 /* ======================================================================
- * The access handler
+ * Connections: registration, writing, closing
+ * ==================================================================== */
+
+static void
+conn_set_interest(http_conn *c, uint32_t events)
+{
+    if (c->interest == events)
+        return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        c->interest = events;
+    else
+        IMAGEN_LOG_WARN_("http", "epoll_ctl on a connection failed: %s", strerror(errno));
+}
+
+/* Frees what the current request owns and readies the next. */
+static void
+req_reset(imagen_http *http, http_req *r)
+{
+    if (r->counted)
+        atomic_fetch_sub(&http->inflight, 1);
+    imagen_response_free(r->resp);
+    imagen__http_infer_free(r->inf);
+    imagen_buf_free(&r->reply.body);
+    free(r->body);
+    free(r->inflated);
+    free(r->model);
+    free(r->header_length);
+    if (r->path != r->path_inline)
+        free(r->path);
+    memset(r, 0, sizeof(*r));
+    r->path = r->path_inline;
+    imagen_buf_init(&r->reply.body);
+}
+
+static void
+out_release(http_conn *c)
+{
+    if (!c->body_static)
+        free(c->body);
+    c->body = NULL;
+    c->body_len = c->head_len = c->out_off = 0;
+    c->body_static = false;
+}
+
+static void
+conn_close(http_conn *c)
+{
+    http_loop *loop = c->loop;
+    imagen_http *http = loop->http;
+    close(c->fd); /* also leaves the epoll set */
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        loop->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    out_release(c);
+    req_reset(http, &c->req);
+    free(c->rbuf);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+typedef enum { WRITE_DONE, WRITE_BLOCKED, WRITE_ERROR } write_result;
+
+/* Writes as much of the reply as the socket takes. Called by whoever owns
+ * the connection: its loop, or a completion while WAITING. */
+static write_result
+conn_write_some(http_conn *c)
+{
+    size_t total = c->head_len + c->body_len;
+    while (c->out_off < total) {
+        struct iovec iov[2];
+        int n = 0;
+        if (c->out_off < c->head_len) {
+            iov[n].iov_base = c->head + c->out_off;
+            iov[n++].iov_len = c->head_len - c->out_off;
+            if (c->body_len) {
+                iov[n].iov_base = c->body;
+                iov[n++].iov_len = c->body_len;
+            }
+        } else {
+            iov[n].iov_base = c->body + (c->out_off - c->head_len);
+            iov[n++].iov_len = total - c->out_off;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (w > 0) {
+            c->out_off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return WRITE_BLOCKED;
+        c->write_failed = true;
+        return WRITE_ERROR;
+    }
+    return WRITE_DONE;
+}
+
+/* ======================================================================
+ * Request body
  * ==================================================================== */
 
 static bool
-append_body(http_req *r, const char *data, size_t n)
+append_body(void *ctx, const char *data, size_t n)
 {
-    size_t max = r->http->max_input;
+    http_conn *c = ctx;
+    http_req *r = &c->req;
+    size_t max = c->loop->http->max_input;
     r->received += n;
     if (r->too_large)
         return true;
@@ -354,8 +396,7 @@ append_body(http_req *r, const char *data, size_t n)
     }
     if (r->len + n > r->cap) {
         /* Data has arrived, so the announced length is now believed: one
-         * buffer of exactly that size instead of doublings (a 5 MiB body
-         * would otherwise sit in 8 MiB after copies through 4 and 8). */
+         * buffer of exactly that size instead of doublings. */
         size_t ncap = r->expected >= r->len + n ? r->expected : r->cap ? r->cap : 4096;
         while (ncap < r->len + n)
             ncap = ncap > max / 2 ? max : ncap * 2;
@@ -366,92 +407,326 @@ append_body(http_req *r, const char *data, size_t n)
         r->cap = ncap;
     }
     memcpy(r->body + r->len, data, n);
-    imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_INPUT, n); /* the body, JSON header included */
+    imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_INPUT, n);
     r->len += n;
     r->body[r->len] = '\0';
     return true;
 }
 
-static http_req *
-new_req(imagen_http *http, struct MHD_Connection *conn, const char *url, const char *method)
+/* Where to receive up to `want` more body bytes straight from the socket
+ * (no copy): the body buffer, grown to the announced length, or NULL when
+ * the body is being discarded. */
+static char *
+body_room(http_req *r, size_t want, size_t *room)
 {
-    http_req *r = calloc(1, sizeof(*r));
-    if (r == NULL)
+    if (r->too_large)
         return NULL;
-    r->http = http;
-    r->conn = conn;
-    pthread_mutex_init(&r->mu, NULL);
-    imagen_buf_init(&r->reply.body);
-    imagen__http_route_match(url, &r->route);
-    r->method = imagen__http_method_bit(method);
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl != NULL) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(cl, &end, 10);
-        if (errno == 0 && *end == '\0' && v > 0) {
-            size_t pre = v < HTTP_BODY_PREALLOC_MAX_BYTES ? (size_t)v : HTTP_BODY_PREALLOC_MAX_BYTES;
-            if (v > http->max_input) {
-                r->too_large = true;
-            } else {
-                r->expected = (size_t)v;
-                if ((r->body = malloc(pre + 1)) != NULL)
-                    r->cap = pre;
-            }
-        }
+    if (r->cap == r->len) {
+        /* The preallocation is full, so data does arrive: believe the
+         * announced length now (one buffer of exactly that size). */
+        size_t ncap = r->expected > r->cap ? r->expected : r->cap + want;
+        char *nb = realloc(r->body, ncap + 1);
+        if (nb == NULL)
+            return NULL;
+        r->body = nb;
+        r->cap = ncap;
     }
-    return r;
+    *room = r->cap - r->len < want ? r->cap - r->len : want;
+    return r->body + r->len;
 }
 
-/* Handles a fully received request (first final call). */
-static enum MHD_Result
-dispatch(http_req *r)
+/* ======================================================================
+ * Inference
+ * ==================================================================== */
+
+/* The reply to a finished inference request, encoded into the connection's
+ * output. Frees the request's input and output bytes as soon as the reply
+ * holds what it needs. Runs on the completing thread or on the loop. */
+static void
+prepare_infer_reply(http_conn *c)
 {
-    imagen_http *http = r->http;
-    struct MHD_Connection *conn = r->conn;
+    http_req *r = &c->req;
+    const imagen_error *rerr = imagen_response_error(r->resp);
+    if (rerr != NULL) {
+        conn_reply_error(c, imagen_error_new(imagen_error_code_of(rerr), "%s", imagen_error_message(rerr)));
+        return;
+    }
+    imagen_buf out = IMAGEN_BUF_INIT;
+    size_t json_len = 0;
+    bool binary = false;
+    imagen_error *err = imagen__http_infer_encode(r->inf, r->resp, &out, &json_len, &binary);
+    imagen_response_free(r->resp);
+    r->resp = NULL;
+    imagen__http_infer_free(r->inf);
+    r->inf = NULL;
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    free(r->inflated);
+    r->inflated = NULL;
+    if (err != NULL) {
+        imagen_buf_free(&out);
+        conn_reply_error(c, err);
+        return;
+    }
+    size_t len = 0;
+    char *data = imagen_buf_detach(&out, &len);
+    if (data == NULL && len == 0 && imagen_buf_failed(&out)) {
+        conn_reply_error(c, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory encoding the response"));
+        return;
+    }
+    const char *enc_name = imagen__http_encoding_name(r->accept);
+    if (enc_name != NULL) {
+        char *z = NULL;
+        size_t zlen = 0;
+        if (imagen__http_deflate(r->accept, data, len, &z, &zlen)) {
+            free(data);
+            data = z;
+            len = zlen;
+        } else {
+            enc_name = NULL;
+        }
+    }
+    char extra[128];
+    int n = 0;
+    if (binary)
+        n = snprintf(extra, sizeof(extra), "Inference-Header-Content-Length: %zu\r\n", json_len);
+    if (enc_name != NULL)
+        snprintf(extra + n, sizeof(extra) - (size_t)n, "Content-Encoding: %s\r\n", enc_name);
+    else
+        extra[n] = '\0';
+    conn_set_reply(c, 200, binary ? "application/octet-stream" : "application/json", data, len, false, extra);
+}
+
+/* True when a completion may encode and send the reply itself. */
+static bool
+reply_is_small(const http_req *r)
+{
+    if (r->accept != IMAGEN_HTTP_ENC_IDENTITY || r->has_reply)
+        return false;
+    size_t bytes = 0, n = imagen_response_output_count(r->resp);
+    for (size_t i = 0; i < n; i++) {
+        bytes += imagen_response_output(r->resp, i)->byte_size;
+        if (bytes > HTTP_DIRECT_REPLY_MAX_BYTES / 4) /* JSON text is up to ~4x the binary size */
+            return false;
+    }
+    return true;
+}
+
+static void
+handback(http_conn *c)
+{
+    http_loop *loop = c->loop;
+    pthread_mutex_lock(&loop->mu);
+    bool was_empty = loop->handback_head == NULL;
+    c->handback_next = NULL;
+    if (loop->handback_tail)
+        loop->handback_tail->handback_next = c;
+    else
+        loop->handback_head = c;
+    loop->handback_tail = c;
+    pthread_mutex_unlock(&loop->mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(loop->wake_fd, &one, sizeof(one));
+        (void)w; /* a full counter already means "wake up" */
+    }
+}
+
+/* Completion callback: runs on an instance thread (or on the loop, for a
+ * request cancelled there). See the comment at the top of the file. */
+static void
+on_infer_done(imagen_response *response, void *user_data)
+{
+    http_conn *c = user_data;
+    pthread_mutex_lock(&c->mu);
+    c->completing = true;
+    c->req.resp = response;
+    if (c->cancelling) {
+        /* The loop is inside imagen_request_cancel() (perhaps this very
+         * call); it finishes the request when that returns. */
+        c->deferred = true;
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    bool disarmed = c->disarmed;
+    pthread_mutex_unlock(&c->mu);
+
+    bool reading_next = false;
+    if (!disarmed && reply_is_small(&c->req)) {
+        prepare_infer_reply(c);
+        if (conn_write_some(c) == WRITE_DONE && !c->close_after && c->rpos == c->rlen)
+            reading_next = true;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (reading_next && !c->disarmed) {
+        imagen_http *http = c->loop->http;
+        bool counted = c->req.counted;
+        c->req.counted = false;
+        out_release(c);
+        req_reset(http, &c->req);
+        c->completing = false;
+        c->last_active_ns = imagen_time_now_ns();
+        c->state = CONN_READ_HEAD; /* the loop owns it again from here */
+        pthread_mutex_unlock(&c->mu);
+        /* Last, and not through c: once the count can reach zero, shutdown
+         * may free the connection. */
+        if (counted)
+            atomic_fetch_sub(&http->inflight, 1);
+        return;
+    }
+    pthread_mutex_unlock(&c->mu);
+    handback(c);
+}
+
+typedef enum { DISPATCH_REPLY, DISPATCH_WAITING } dispatch_result;
+
+static dispatch_result
+start_infer(http_conn *c, const char *body, size_t len)
+{
+    imagen_http *http = c->loop->http;
+    http_req *r = &c->req;
+    size_t header_len = 0;
+    if (r->header_length != NULL) {
+        imagen_error *err = imagen__http_parse_header_length(r->header_length, len, &header_len);
+        if (err != NULL) {
+            conn_reply_error(c, err);
+            return DISPATCH_REPLY;
+        }
+    }
+    imagen_error *err = imagen__http_infer_build(http->srv, http->shm, r->model, r->route.version, body ? body : "",
+                                                 len, r->header_length != NULL, header_len, http->max_input, &r->inf);
+    if (err != NULL) {
+        conn_reply_error(c, err);
+        return DISPATCH_REPLY;
+    }
+    /* A completion may return the connection to reading without touching
+     * the registration, so it must be the reading one now. */
+    conn_set_interest(c, HTTP_EV_READ);
+    r->counted = true;
+    atomic_fetch_add(&http->inflight, 1);
+    c->state = CONN_WAITING;
+    err = imagen_server_infer_async(http->srv, imagen__http_infer_request(r->inf), on_infer_done, c);
+    if (err != NULL) {
+        c->state = CONN_READ_HEAD;
+        conn_reply_error(c, err);
+        return DISPATCH_REPLY;
+    }
+    /* From here the connection may already be back in reading state or in
+     * the hand-back list: the caller must not touch it. */
+    return DISPATCH_WAITING;
+}
+
+/* ======================================================================
+ * Load / unload off the loops
+ * ==================================================================== */
+
+static void *
+admin_thread(void *arg)
+{
+    http_conn *c = arg;
+    http_req *r = &c->req;
+    imagen_http *http = c->loop->http;
+    const char *body = r->inflated ? r->inflated : r->body;
+    imagen__http_reply reply;
+    imagen_buf_init(&reply.body);
+    imagen__http_admin_handle(http->srv, http->shm, &r->route, r->model, body ? body : "", body ? r->len : 0, &reply);
+    pthread_mutex_lock(&c->mu);
+    r->reply = reply;
+    r->has_reply = true;
+    c->completing = true;
+    pthread_mutex_unlock(&c->mu);
+    handback(c);
+    return NULL;
+}
+
+static dispatch_result
+start_admin_async(http_conn *c)
+{
+    imagen_http *http = c->loop->http;
+    conn_set_interest(c, HTTP_EV_READ);
+    c->req.counted = true;
+    atomic_fetch_add(&http->inflight, 1);
+    c->state = CONN_WAITING;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, admin_thread, c);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        admin_thread(c); /* run inline; the hand-back still resumes it */
+    return DISPATCH_WAITING;
+}
+
+/* ======================================================================
+ * Routing a complete request
+ * ==================================================================== */
+
+static dispatch_result
+dispatch(http_conn *c)
+{
+    imagen_http *http = c->loop->http;
+    http_req *r = &c->req;
     const imagen__http_route *route = &r->route;
-    if (route->kind == IMAGEN_HTTP_ROUTE_NOT_FOUND)
-        return queue_static_json(conn, 404, "{\"error\":\"Not Found\"}");
-    if ((route->methods & r->method) == 0)
-        return queue_static_json(conn, 405, "{\"error\":\"Method Not Allowed\"}");
-    if (r->too_large)
-        return queue_error(conn, imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                                  "request body of %zu bytes exceeds the maximum input size of "
-                                                  "%zu bytes (--http-max-input-size)",
-                                                  r->received, http->max_input));
-    const char *ce = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
-    imagen__http_encoding enc = imagen__http_parse_content_encoding(ce);
-    if (enc == IMAGEN_HTTP_ENC_UNKNOWN)
-        return queue_error(conn, imagen_error_new(IMAGEN_ERR_INVALID_ARG, "unsupported Content-Encoding '%.64s'", ce));
+    if (route->kind == IMAGEN_HTTP_ROUTE_NOT_FOUND) {
+        conn_reply_json(c, 404, "{\"error\":\"Not Found\"}");
+        return DISPATCH_REPLY;
+    }
+    if ((route->methods & r->method) == 0) {
+        conn_reply_json(c, 405, "{\"error\":\"Method Not Allowed\"}");
+        return DISPATCH_REPLY;
+    }
+    if (r->too_large) {
+        conn_reply_error(c, imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                             "request body of %llu bytes exceeds the maximum input size of "
+                                             "%zu bytes (--http-max-input-size)",
+                                             (unsigned long long)(r->announced ? r->announced : r->received),
+                                             http->max_input));
+        return DISPATCH_REPLY;
+    }
+    if (r->content_encoding == IMAGEN_HTTP_ENC_UNKNOWN) {
+        conn_reply_error(c, imagen_error_new(IMAGEN_ERR_INVALID_ARG, "unsupported Content-Encoding '%.64s'",
+                                             r->content_encoding_text));
+        return DISPATCH_REPLY;
+    }
     const char *body = r->body;
     size_t len = r->len;
-    if (enc != IMAGEN_HTTP_ENC_IDENTITY && len > 0) {
+    if (r->content_encoding != IMAGEN_HTTP_ENC_IDENTITY && len > 0) {
         size_t out_len = 0;
-        imagen_error *err = imagen__http_inflate(enc, r->body, r->len, http->max_input, &r->inflated, &out_len);
-        if (err != NULL)
-            return queue_error(conn, err);
+        imagen_error *err = imagen__http_inflate(r->content_encoding, r->body, r->len, http->max_input, &r->inflated,
+                                                 &out_len);
+        if (err != NULL) {
+            conn_reply_error(c, err);
+            return DISPATCH_REPLY;
+        }
         free(r->body);
         r->body = NULL;
+        r->cap = 0;
         body = r->inflated;
         len = r->len = out_len;
     }
     if (route->model != NULL) {
         bool has_nul = false;
         r->model = imagen__http_percent_decode(route->model, route->model_len, &has_nul);
-        if (r->model == NULL)
-            return queue_error(conn, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory"));
-        if (has_nul)
-            return queue_error(conn, imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                                      "Request for unknown model: '%.*s' is not found",
-                                                      (int)route->model_len, route->model));
+        if (r->model == NULL) {
+            conn_reply_error(c, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory"));
+            return DISPATCH_REPLY;
+        }
+        if (has_nul) {
+            conn_reply_error(c, imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                                 "Request for unknown model: '%.*s' is not found",
+                                                 (int)route->model_len, route->model));
+            return DISPATCH_REPLY;
+        }
     }
     switch (route->kind) {
     case IMAGEN_HTTP_ROUTE_INFER:
-        return start_infer(r, body, len);
+        return start_infer(c, body, len);
     case IMAGEN_HTTP_ROUTE_REPO_LOAD:
     case IMAGEN_HTTP_ROUTE_REPO_UNLOAD:
         if (route->repo_len == 0)
-            return start_admin_async(r);
+            return start_admin_async(c);
         break;
     default:
         break;
@@ -460,104 +735,528 @@ dispatch(http_req *r)
     imagen_buf_init(&reply.body);
     const char *admin_body = r->method == IMAGEN_HTTP_METHOD_POST ? (body ? body : "") : NULL;
     imagen__http_admin_handle(http->srv, http->shm, route, r->model, admin_body, admin_body ? len : 0, &reply);
-    return queue_reply(conn, &reply);
+    conn_reply(c, &reply);
+    return DISPATCH_REPLY;
 }
 
-static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
-           const char *upload_data, size_t *upload_data_size, void **con_cls)
+/* ======================================================================
+ * Reading a request
+ * ==================================================================== */
+
+static char *
+copy_header(const char *v, size_t n)
 {
-    imagen_http *http = cls;
-    http_req *r = *con_cls;
-    if (r == NULL) {
-        r = new_req(http, conn, url, method);
-        if (r == NULL)
-            return MHD_NO;
-        *con_cls = r;
-        return MHD_YES;
+    if (v == NULL)
+        return NULL;
+    char *s = malloc(n + 1);
+    if (s != NULL) {
+        memcpy(s, v, n);
+        s[n] = '\0';
     }
-    if (*upload_data_size > 0) {
-        if (r->phase != PHASE_RECEIVING || !append_body(r, upload_data, *upload_data_size))
-            return MHD_NO;
-        *upload_data_size = 0;
-        return MHD_YES;
+    return s;
+}
+
+/* Takes in a parsed head: copies what outlives the read buffer and decides
+ * how the body is framed. Returns false when the connection must close
+ * (out of memory). */
+static bool
+start_request(http_conn *c, const imagen__http_head *h)
+{
+    imagen_http *http = c->loop->http;
+    http_req *r = &c->req;
+    r->keep_alive = h->keep_alive;
+    r->minor_version = h->minor_version;
+    char method[16];
+    size_t ml = h->method_len < sizeof(method) ? h->method_len : 0;
+    memcpy(method, h->method, ml);
+    method[ml] = '\0';
+    r->method = imagen__http_method_bit(method);
+    if (h->path_len >= HTTP_PATH_INLINE && (r->path = malloc(h->path_len + 1)) == NULL) {
+        r->path = r->path_inline;
+        return false;
     }
-    switch (r->phase) {
-    case PHASE_RECEIVING:
-        return dispatch(r);
-    case PHASE_WAITING:
-        /* Not expected while suspended; stay suspended until the completion. */
-        pthread_mutex_lock(&r->mu);
-        if (r->phase == PHASE_WAITING) {
-            pthread_mutex_unlock(&r->mu);
-            return MHD_YES;
+    memcpy(r->path, h->path, h->path_len);
+    r->path[h->path_len] = '\0';
+    imagen__http_route_match(r->path, &r->route);
+
+    r->content_encoding = IMAGEN_HTTP_ENC_IDENTITY;
+    if (h->content_encoding != NULL) {
+        size_t n = h->content_encoding_len < sizeof(r->content_encoding_text) - 1 ? h->content_encoding_len
+                                                                                  : sizeof(r->content_encoding_text) - 1;
+        memcpy(r->content_encoding_text, h->content_encoding, n);
+        r->content_encoding_text[n] = '\0';
+        r->content_encoding = n == h->content_encoding_len
+                                  ? imagen__http_parse_content_encoding(r->content_encoding_text)
+                                  : IMAGEN_HTTP_ENC_UNKNOWN;
+    }
+    if (h->accept_encoding != NULL) {
+        char *ae = copy_header(h->accept_encoding, h->accept_encoding_len);
+        if (ae == NULL)
+            return false;
+        r->accept = imagen__http_select_accept_encoding(ae);
+        free(ae);
+    }
+    if (h->infer_header_length != NULL &&
+        (r->header_length = copy_header(h->infer_header_length, h->infer_header_length_len)) == NULL)
+        return false;
+
+    r->chunked = h->chunked;
+    if (r->chunked) {
+        imagen__http_chunked_init(&r->chunk);
+    } else if (h->content_length > 0) {
+        r->content_length = r->announced = h->content_length;
+        if (h->content_length > http->max_input) {
+            r->too_large = true;
+        } else {
+            r->expected = (size_t)h->content_length;
+            size_t pre = r->expected < HTTP_BODY_PREALLOC_MAX_BYTES ? r->expected : HTTP_BODY_PREALLOC_MAX_BYTES;
+            if ((r->body = malloc(pre + 1)) != NULL) {
+                r->cap = pre;
+                r->body[0] = '\0';
+            }
         }
-        pthread_mutex_unlock(&r->mu);
-        break;
-    case PHASE_READY:
-        break;
     }
-    pthread_mutex_lock(&r->mu); /* pairs with the completion's unlock */
-    pthread_mutex_unlock(&r->mu);
-    if (r->has_reply)
-        return queue_reply(conn, &r->reply);
-    return finish_infer(r);
+    return true;
+}
+
+typedef enum { READ_MORE, READ_BLOCKED, READ_CLOSED } read_result;
+
+/* Reads more input into rbuf. On READ_CLOSED the connection is gone. */
+static read_result
+conn_fill(http_conn *c)
+{
+    if (c->rpos > 0 && c->rpos == c->rlen) {
+        c->rpos = c->rlen = 0;
+    } else if (c->rpos > 0 && c->rlen == c->rcap) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    if (c->rlen == c->rcap) {
+        size_t ncap = c->rcap ? c->rcap * 2 : HTTP_READ_BUFFER_BYTES;
+        if (ncap > HTTP_READ_BUFFER_MAX)
+            ncap = HTTP_READ_BUFFER_MAX;
+        if (ncap == c->rcap)
+            return READ_BLOCKED; /* full: the parser reports the head as too large */
+        char *nb = realloc(c->rbuf, ncap);
+        if (nb == NULL) {
+            conn_close(c);
+            return READ_CLOSED;
+        }
+        c->rbuf = nb;
+        c->rcap = ncap;
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            c->last_active_ns = c->loop->now_ns;
+            return READ_MORE;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return READ_BLOCKED;
+        conn_close(c); /* EOF (a request cut short, or just the end) or an error */
+        return READ_CLOSED;
+    }
+}
+
+/* Sends "100 Continue" when the client waits for it before the body. */
+static bool
+send_continue(http_conn *c)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    ssize_t w;
+    do
+        w = send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    /* 25 bytes into an empty send buffer: anything short means a dead peer. */
+    return w == (ssize_t)(sizeof(cont) - 1);
+}
+
+/* Runs the connection's state machine until it must wait for the socket or
+ * the core. The connection may be closed (freed) on return. */
+static void
+conn_drive(http_conn *c)
+{
+    imagen_http *http = c->loop->http;
+    for (;;) {
+        switch (c->state) {
+        case CONN_WRITING: {
+            write_result w = c->write_failed ? WRITE_ERROR : conn_write_some(c);
+            if (w == WRITE_BLOCKED) {
+                conn_set_interest(c, EPOLLOUT);
+                return;
+            }
+            if (w == WRITE_ERROR) {
+                conn_close(c);
+                return;
+            }
+            c->last_active_ns = c->loop->now_ns;
+            out_release(c);
+            req_reset(http, &c->req);
+            if (c->close_after) {
+                shutdown(c->fd, SHUT_WR);
+                c->state = CONN_LINGER;
+                c->rpos = c->rlen = 0;
+                conn_set_interest(c, EPOLLIN | EPOLLRDHUP);
+                continue;
+            }
+            c->state = CONN_READ_HEAD;
+            continue;
+        }
+        case CONN_READ_HEAD: {
+            if (c->rpos < c->rlen) {
+                imagen__http_head h;
+                int status = 400;
+                const char *msg = NULL;
+                imagen__http_parse_result pr =
+                    imagen__http_parse_head(c->rbuf + c->rpos, c->rlen - c->rpos, &h, &status, &msg);
+                if (pr == IMAGEN_HTTP_PARSE_ERROR) {
+                    conn_reply_protocol_error(c, status, msg);
+                    c->state = CONN_WRITING;
+                    continue;
+                }
+                if (pr == IMAGEN_HTTP_PARSE_OK) {
+                    c->rpos += h.head_len;
+                    if (!start_request(c, &h)) {
+                        conn_close(c);
+                        return;
+                    }
+                    http_req *r = &c->req;
+                    bool has_body = r->chunked || r->content_length > 0;
+                    if (has_body && h.expect_continue) {
+                        if (r->too_large) {
+                            /* Refuse before the client sends the body. */
+                            c->close_after = true;
+                            if (dispatch(c) == DISPATCH_WAITING)
+                                return;
+                            c->state = CONN_WRITING;
+                            continue;
+                        }
+                        if (c->rpos == c->rlen && !send_continue(c)) {
+                            conn_close(c);
+                            return;
+                        }
+                    }
+                    if (has_body) {
+                        c->state = CONN_READ_BODY;
+                        continue;
+                    }
+                    if (dispatch(c) == DISPATCH_WAITING)
+                        return;
+                    c->state = CONN_WRITING;
+                    continue;
+                }
+            }
+            read_result rr = conn_fill(c);
+            if (rr == READ_CLOSED)
+                return;
+            if (rr == READ_BLOCKED) {
+                if (c->rlen - c->rpos >= HTTP_READ_BUFFER_MAX - HTTP_READ_BUFFER_BYTES) {
+                    conn_reply_protocol_error(c, 431, "request header fields too large");
+                    c->state = CONN_WRITING;
+                    continue;
+                }
+                conn_set_interest(c, HTTP_EV_READ);
+                return;
+            }
+            continue;
+        }
+        case CONN_READ_BODY: {
+            http_req *r = &c->req;
+            bool done;
+            if (r->chunked) {
+                const char *msg = NULL;
+                size_t used = c->rlen > c->rpos ? imagen__http_chunked_feed(&r->chunk, c->rbuf + c->rpos,
+                                                                           c->rlen - c->rpos, append_body, c, &msg)
+                                                : 0;
+                if (used == (size_t)-1) {
+                    conn_reply_protocol_error(c, 400, msg);
+                    c->state = CONN_WRITING;
+                    continue;
+                }
+                c->rpos += used;
+                done = imagen__http_chunked_done(&r->chunk);
+            } else {
+                size_t avail = c->rlen - c->rpos;
+                size_t take = (uint64_t)avail < r->content_length ? avail : (size_t)r->content_length;
+                if (take > 0) {
+                    if (!append_body(c, c->rbuf + c->rpos, take)) {
+                        conn_close(c);
+                        return;
+                    }
+                    c->rpos += take;
+                    r->content_length -= take;
+                }
+                done = r->content_length == 0;
+                if (!done) {
+                    /* The rest straight from the socket into the body. */
+                    char scratch[16384];
+                    size_t want = r->content_length > (1u << 30) ? (1u << 30) : (size_t)r->content_length;
+                    size_t room = 0;
+                    char *dst = body_room(r, want, &room);
+                    if (dst == NULL && !r->too_large) {
+                        conn_close(c);
+                        return;
+                    }
+                    if (dst == NULL) {
+                        dst = scratch;
+                        room = want < sizeof(scratch) ? want : sizeof(scratch);
+                    }
+                    ssize_t n = recv(c->fd, dst, room, 0);
+                    if (n > 0) {
+                        c->last_active_ns = c->loop->now_ns;
+                        r->content_length -= (size_t)n;
+                        r->received += (size_t)n;
+                        if (!r->too_large) {
+                            r->len += (size_t)n;
+                            r->body[r->len] = '\0';
+                        }
+                        continue;
+                    }
+                    if (n < 0 && errno == EINTR)
+                        continue;
+                    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                        conn_set_interest(c, HTTP_EV_READ);
+                        return;
+                    }
+                    conn_close(c);
+                    return;
+                }
+            }
+            if (done) {
+                if (dispatch(c) == DISPATCH_WAITING)
+                    return;
+                c->state = CONN_WRITING;
+                continue;
+            }
+            read_result rr = conn_fill(c);
+            if (rr == READ_CLOSED)
+                return;
+            if (rr == READ_BLOCKED) {
+                conn_set_interest(c, HTTP_EV_READ);
+                return;
+            }
+            continue;
+        }
+        case CONN_LINGER: {
+            char sink[4096];
+            for (;;) {
+                ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+                if (n > 0)
+                    continue;
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                    return;
+                conn_close(c);
+                return;
+            }
+        }
+        case CONN_WAITING:
+            return;
+        }
+    }
+}
+
+/* The loop takes a connection back from a completion (hand-back list, or
+ * right after a cancel that completed the request on the loop). */
+static void
+conn_resume(http_conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool hangup = c->hangup;
+    c->completing = c->cancelling = c->deferred = c->disarmed = c->hangup = false;
+    pthread_mutex_unlock(&c->mu);
+    http_req *r = &c->req;
+    if (c->head_len == 0) { /* not encoded by the completion */
+        if (r->has_reply) {
+            imagen__http_reply reply = r->reply;
+            imagen_buf_init(&r->reply.body);
+            r->has_reply = false;
+            conn_reply(c, &reply);
+        } else {
+            prepare_infer_reply(c);
+        }
+    }
+    c->state = CONN_WRITING;
+    if (hangup)
+        c->close_after = true;
+    /* The registration may have been narrowed while waiting. */
+    c->interest = 0;
+    struct epoll_event ev = {.events = HTTP_EV_READ, .data.ptr = c};
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        c->interest = HTTP_EV_READ;
+    conn_drive(c);
+}
+
+/* An event on a WAITING connection: the client sent more (pipelining) or
+ * went away. Narrows the registration so level-triggered readiness does not
+ * spin, and cancels the request on hang-up. Called with c->mu held;
+ * returns with it released. */
+static void
+conn_event_while_waiting(http_conn *c, uint32_t events)
+{
+    bool hang = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    if (hang)
+        c->hangup = true;
+    c->disarmed = true;
+    struct epoll_event ev = {.events = (c->hangup ? 0u : (uint32_t)EPOLLRDHUP) | EPOLLONESHOT, .data.ptr = c};
+    epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->interest = 0;
+    imagen_request *cancel = NULL;
+    if (hang && !c->completing && c->req.inf != NULL) {
+        cancel = imagen__http_infer_request(c->req.inf);
+        c->cancelling = true;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (cancel == NULL)
+        return;
+    imagen_request_cancel(cancel);
+    pthread_mutex_lock(&c->mu);
+    c->cancelling = false;
+    bool deferred = c->deferred;
+    pthread_mutex_unlock(&c->mu);
+    if (deferred)
+        conn_resume(c);
 }
 
 static void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+conn_event(http_conn *c, uint32_t events)
 {
-    http_req *r = *con_cls;
-    if (r == NULL)
-        return;
-    *con_cls = NULL;
-    /* Wait out a completion callback that is still inside its locked
-     * section (it resumed us and has not unlocked yet). */
-    pthread_mutex_lock(&r->mu);
-    bool pending = r->phase == PHASE_WAITING;
-    pthread_mutex_unlock(&r->mu);
-    if (pending) {
-        /* The connection died while its request was still in the core; a
-         * suspended connection cannot normally end, so this is defensive.
-         * Cancel and leak the state rather than free it under the callback. */
-        if (r->inf)
-            imagen_request_cancel(imagen__http_infer_request(r->inf));
-        IMAGEN_LOG_WARN_("http", "connection closed with a request in flight (termination code %d)", (int)toe);
+    pthread_mutex_lock(&c->mu);
+    if (c->state == CONN_WAITING) {
+        conn_event_while_waiting(c, events);
         return;
     }
-    /* The reply has been sent (or the client left): only now may shutdown
-     * stop the daemon without cutting this response short. */
-    if (r->counted)
-        atomic_fetch_sub(&r->http->inflight, 1);
-    if (r->resp)
-        imagen_response_free(r->resp);
-    imagen__http_infer_free(r->inf);
-    imagen_buf_free(&r->reply.body);
-    free(r->body);
-    free(r->inflated);
-    free(r->model);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
+    pthread_mutex_unlock(&c->mu);
+    if (c->state == CONN_WRITING && (events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLOUT)) {
+        conn_close(c);
+        return;
+    }
+    conn_drive(c);
 }
 
-/* Refuses new connections once the server is shutting down. This stands in
- * for MHD_quiesce_daemon(), which with a thread pool on epoll races the
- * pool threads over the listen socket's epoll registration and can abort
- * the process (libmicrohttpd 0.9.75: "Failed to remove listen FD from epoll
- * set"). Connections already open keep being served until the drain ends. */
-static enum MHD_Result
-accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+/* ======================================================================
+ * The loops
+ * ==================================================================== */
+
+static void
+loop_accept(http_loop *loop)
 {
-    imagen_http *http = cls;
-    return atomic_load(&http->quiesced) ? MHD_NO : MHD_YES;
+    imagen_http *http = loop->http;
+    for (int i = 0; i < HTTP_ACCEPTS_PER_WAKE; i++) {
+        int fd = accept4(http->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                IMAGEN_LOG_WARN_("http", "accept failed: %s", strerror(errno));
+            return;
+        }
+        if (atomic_load(&http->quiesced)) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        http_conn *c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        c->loop = loop;
+        c->fd = fd;
+        c->state = CONN_READ_HEAD;
+        c->req.path = c->req.path_inline;
+        imagen_buf_init(&c->req.reply.body);
+        c->last_active_ns = loop->now_ns;
+        pthread_mutex_init(&c->mu, NULL);
+        struct epoll_event ev = {.events = HTTP_EV_READ, .data.ptr = c};
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            pthread_mutex_destroy(&c->mu);
+            free(c);
+            close(fd);
+            continue;
+        }
+        c->interest = HTTP_EV_READ;
+        c->next = loop->conns;
+        if (loop->conns)
+            loop->conns->prev = c;
+        loop->conns = c;
+    }
 }
 
-/* The URL is routed undecoded; names are percent-decoded per segment, so an
- * encoded '/' cannot change which route matches. */
-static size_t
-no_unescape(void *cls, struct MHD_Connection *c, char *s)
+static void
+loop_drain_handbacks(http_loop *loop)
 {
-    return strlen(s);
+    pthread_mutex_lock(&loop->mu);
+    http_conn *c = loop->handback_head;
+    loop->handback_head = loop->handback_tail = NULL;
+    pthread_mutex_unlock(&loop->mu);
+    while (c != NULL) {
+        http_conn *next = c->handback_next;
+        conn_resume(c);
+        c = next;
+    }
+}
+
+/* Closes connections idle past the timeout and lingering ones past theirs. */
+static void
+loop_sweep(http_loop *loop)
+{
+    http_conn *c = loop->conns;
+    while (c != NULL) {
+        http_conn *next = c->next;
+        pthread_mutex_lock(&c->mu);
+        conn_state st = c->state;
+        pthread_mutex_unlock(&c->mu);
+        uint64_t idle = loop->now_ns - c->last_active_ns;
+        if (st != CONN_WAITING &&
+            (idle > HTTP_IDLE_TIMEOUT_NS || (st == CONN_LINGER && idle > HTTP_LINGER_NS)))
+            conn_close(c);
+        c = next;
+    }
+}
+
+static void *
+loop_main(void *arg)
+{
+    http_loop *loop = arg;
+    struct epoll_event events[HTTP_EVENTS_PER_WAIT];
+    while (!atomic_load(&loop->stop)) {
+        int n = epoll_wait(loop->epfd, events, HTTP_EVENTS_PER_WAIT, (int)(HTTP_SWEEP_INTERVAL_NS / 1000000u));
+        if (n < 0 && errno != EINTR) {
+            IMAGEN_LOG_ERROR_("http", "epoll_wait failed: %s", strerror(errno));
+            break;
+        }
+        loop->now_ns = imagen_time_now_ns();
+        bool woken = false;
+        for (int i = 0; i < n; i++) {
+            void *p = events[i].data.ptr;
+            if (p == &listen_tag) {
+                loop_accept(loop);
+            } else if (p == &wake_tag) {
+                uint64_t v;
+                ssize_t r = read(loop->wake_fd, &v, sizeof(v));
+                (void)r;
+                woken = true;
+            } else {
+                conn_event(p, events[i].events);
+            }
+        }
+        /* Hand-backs last: resuming may close a connection that still had
+         * an event in this batch. */
+        if (woken)
+            loop_drain_handbacks(loop);
+        if (loop->now_ns >= loop->next_sweep_ns) {
+            loop_sweep(loop);
+            loop->next_sweep_ns = loop->now_ns + HTTP_SWEEP_INTERVAL_NS;
+        }
+    }
+    return NULL;
 }
 
 /* ======================================================================
@@ -596,6 +1295,69 @@ imagen__http_resolve(const char *address, int port, struct sockaddr_storage *ss,
     return NULL;
 }
 
+static imagen_error *
+open_listener(const imagen_http_options *opts, int *fd_out, int *port_out)
+{
+    struct sockaddr_storage ss;
+    unsigned ss_len = 0;
+    bool ipv6 = false;
+    IMAGEN_RETURN_IF_ERROR(imagen__http_resolve(opts->address, opts->port, &ss, &ss_len, &ipv6));
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "cannot create the HTTP socket: %s", strerror(errno));
+    int one = 1;
+    /* SO_REUSEADDR: a restarted server can bind while old connections sit
+     * in TIME_WAIT. SO_REUSEPORT only when asked (--reuse-http-port): it
+     * lets another process share the port silently. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (opts->reuse_port)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, ss_len) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "cannot start the HTTP server on %s:%d: %s",
+                                opts->address ? opts->address : "0.0.0.0", opts->port, strerror(e));
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    int port = opts->port;
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
+        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    *fd_out = fd;
+    *port_out = port;
+    return NULL;
+}
+
+static void
+loops_stop(imagen_http *http)
+{
+    for (unsigned i = 0; i < http->n_loops; i++) {
+        http_loop *loop = &http->loops[i];
+        if (!loop->started)
+            continue;
+        atomic_store(&loop->stop, true);
+        uint64_t one = 1;
+        ssize_t w = write(loop->wake_fd, &one, sizeof(one));
+        (void)w;
+        pthread_join(loop->thread, NULL);
+        loop->started = false;
+    }
+    for (unsigned i = 0; i < http->n_loops; i++) {
+        http_loop *loop = &http->loops[i];
+        while (loop->conns != NULL)
+            conn_close(loop->conns);
+        if (loop->epfd >= 0)
+            close(loop->epfd);
+        if (loop->wake_fd >= 0)
+            close(loop->wake_fd);
+        pthread_mutex_destroy(&loop->mu);
+    }
+    free(http->loops);
+    http->loops = NULL;
+    http->n_loops = 0;
+}
+
 imagen_error *
 imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_http **out)
 {
@@ -614,44 +1376,51 @@ imagen_http_start(imagen_server *srv, const imagen_http_options *opts, imagen_ht
     http->max_input = opts->max_input_size ? opts->max_input_size : IMAGEN_HTTP_DEFAULT_MAX_INPUT_BYTES;
     atomic_init(&http->quiesced, false);
     atomic_init(&http->inflight, 0);
-
-    struct sockaddr_storage ss;
-    unsigned ss_len = 0;
-    bool ipv6 = false;
-    imagen_error *err = imagen__http_resolve(opts->address, opts->port, &ss, &ss_len, &ipv6);
-    if (err == NULL)
-        err = imagen__http_watch_start(&http->watch);
+    imagen_error *err = open_listener(opts, &http->listen_fd, &http->port);
     if (err != NULL) {
         free(http);
         return err;
     }
-    unsigned threads = opts->thread_count > 0 ? (unsigned)opts->thread_count : HTTP_DEFAULT_THREAD_COUNT;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
-    if (ipv6)
-        flags |= MHD_USE_IPv6;
-    /* Address reuse is passed only when asked for: passing it as 0 makes
-     * libmicrohttpd skip its default SO_REUSEADDR, and a restarted server
-     * then cannot bind while old connections sit in TIME_WAIT. */
-    struct MHD_OptionItem extra[] = {
-        {opts->reuse_port ? MHD_OPTION_LISTENING_ADDRESS_REUSE : MHD_OPTION_END, 1, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    http->daemon = MHD_start_daemon(flags, (uint16_t)opts->port, accept_policy, http, on_request, http,
-                                    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-                                    threads > 1 ? threads : 0u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, http,
-                                    MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                                    (size_t)HTTP_CONNECTION_MEMORY_BYTES, MHD_OPTION_CONNECTION_TIMEOUT,
-                                    (unsigned)HTTP_IDLE_TIMEOUT_SECS, MHD_OPTION_ARRAY, extra, MHD_OPTION_END);
-    if (http->daemon == NULL) {
-        imagen__http_watch_stop(http->watch);
+    unsigned n = opts->thread_count > 0 ? (unsigned)opts->thread_count : HTTP_DEFAULT_THREAD_COUNT;
+    http->loops = calloc(n, sizeof(http_loop));
+    if (http->loops == NULL) {
+        close(http->listen_fd);
         free(http);
-        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "cannot start the HTTP server on %s:%d",
-                                opts->address ? opts->address : "0.0.0.0", opts->port);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(http->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    http->port = info ? (int)info->port : opts->port;
-    IMAGEN_LOG_VERBOSE_("http", "HTTP daemon listening at %s:%d", opts->address ? opts->address : "0.0.0.0",
-                        http->port);
+    http->n_loops = n;
+    for (unsigned i = 0; i < n; i++) {
+        http_loop *loop = &http->loops[i];
+        loop->http = http;
+        loop->epfd = loop->wake_fd = -1;
+        pthread_mutex_init(&loop->mu, NULL);
+        atomic_init(&loop->stop, false);
+    }
+    for (unsigned i = 0; i < n && err == NULL; i++) {
+        http_loop *loop = &http->loops[i];
+        loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+        loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event lev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &listen_tag};
+        struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &wake_tag};
+        if (loop->epfd < 0 || loop->wake_fd < 0 || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, http->listen_fd, &lev) != 0 ||
+            epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_fd, &wev) != 0) {
+            err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "cannot set up the HTTP event loop: %s", strerror(errno));
+            break;
+        }
+        if (pthread_create(&loop->thread, NULL, loop_main, loop) != 0) {
+            err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "cannot start an HTTP thread");
+            break;
+        }
+        loop->started = true;
+    }
+    if (err != NULL) {
+        loops_stop(http);
+        close(http->listen_fd);
+        free(http);
+        return err;
+    }
+    IMAGEN_LOG_VERBOSE_("http", "HTTP server listening at %s:%d with %u threads",
+                        opts->address ? opts->address : "0.0.0.0", http->port, n);
     *out = http;
     return NULL;
 }
@@ -674,17 +1443,17 @@ imagen_http_destroy(imagen_http *http)
 {
     if (http == NULL)
         return;
-    /* MHD must not be stopped with suspended connections: wait for every
-     * completion (the core finishes or fails each request on stop). */
+    /* Every request in the core completes (the core finishes or fails each
+     * on stop) and its reply is written before the loops stop. */
     uint64_t deadline = imagen_time_now_ns() + (uint64_t)HTTP_DRAIN_MAX_MS * 1000000u;
     while (atomic_load(&http->inflight) > 0 && imagen_time_now_ns() < deadline)
         usleep(HTTP_DRAIN_POLL_US);
     if (atomic_load(&http->inflight) > 0) {
-        IMAGEN_LOG_ERROR_("http", "%zu requests still in flight at shutdown; leaving the HTTP daemon running",
+        IMAGEN_LOG_ERROR_("http", "%zu requests still in flight at shutdown; leaving the HTTP server running",
                           (size_t)atomic_load(&http->inflight));
         return;
     }
-    MHD_stop_daemon(http->daemon);
-    imagen__http_watch_stop(http->watch);
+    loops_stop(http);
+    close(http->listen_fd);
     free(http);
 }

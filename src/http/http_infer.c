@@ -743,11 +743,6 @@ imagen__http_classify(const imagen_tensor *t, uint64_t k, bool batching, const c
  * Response encoding
  * ==================================================================== */
 
-typedef struct blob_ref {
-    const void *data;
-    size_t len;
-} blob_ref;
-
 static const out_spec *
 find_spec(const imagen__http_infer *inf, const char *name)
 {
@@ -759,10 +754,14 @@ find_spec(const imagen__http_infer *inf, const char *name)
 
 imagen_error *
 imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, imagen_buf *out, size_t *json_len,
-                          bool *any_binary)
+                          bool *any_binary, imagen__http_blob **blobs_out, size_t *n_blobs_out)
 {
     size_t n = imagen_response_output_count(resp);
-    blob_ref *blobs = n ? calloc(n, sizeof(blob_ref)) : NULL;
+    if (blobs_out != NULL) {
+        *blobs_out = NULL;
+        *n_blobs_out = 0;
+    }
+    imagen__http_blob *blobs = n ? calloc(n, sizeof(imagen__http_blob)) : NULL;
     imagen_buf *cls = n ? calloc(n, sizeof(imagen_buf)) : NULL;
     if (n && (blobs == NULL || cls == NULL)) {
         free(blobs);
@@ -774,6 +773,7 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
     const imagen_model_config *cfg = imagen_model_get_config(model);
     bool batching = cfg && cfg->max_batch_size > 0;
     size_t n_blobs = 0;
+    bool by_reference = blobs_out != NULL;
     *any_binary = false;
 
     imagen_buf_reserve(out, 1024); /* a small reply in one allocation instead of three growths */
@@ -840,8 +840,9 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
             imagen_buf_append_str(out, "}}");
             blobs[n_blobs].data = view.data;
             blobs[n_blobs].len = view.byte_size;
-            imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_OUTPUT, view.byte_size); /* appended below */
             n_blobs++;
+            if (spec && spec->classification > 0)
+                by_reference = false; /* its bytes are freed below */
             *any_binary = true;
         } else {
             imagen_buf_append_str(out, ",\"data\":");
@@ -851,9 +852,17 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
     }
     imagen_buf_append_str(out, "]}");
     *json_len = out->len;
-    for (size_t i = 0; i < n_blobs && err == NULL; i++)
-        if (blobs[i].len)
-            imagen_buf_append(out, blobs[i].data, blobs[i].len);
+    if (by_reference && err == NULL && n_blobs > 0) {
+        *blobs_out = blobs; /* sent from the response: nothing copied */
+        *n_blobs_out = n_blobs;
+        blobs = NULL;
+    } else {
+        for (size_t i = 0; i < n_blobs && err == NULL; i++) {
+            if (blobs[i].len)
+                imagen_buf_append(out, blobs[i].data, blobs[i].len);
+            imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_OUTPUT, blobs[i].len);
+        }
+    }
     for (size_t i = 0; i < n; i++)
         imagen_buf_free(&cls[i]);
     free(cls);

@@ -186,11 +186,21 @@ imagen_error *imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, cons
 /* The request to submit (borrowed; owned by the infer object). */
 imagen_request *imagen__http_infer_request(imagen__http_infer *inf);
 
-/* Encodes a successful response: JSON header followed by binary blobs into
- * `out`; *json_len is the JSON part's length, *any_binary tells whether any
- * output went binary. */
+/* A binary output the caller sends straight from the response's memory. */
+typedef struct imagen__http_blob {
+    const void *data; /* borrowed from the response */
+    size_t len;
+} imagen__http_blob;
+
+/* Encodes a successful response: the JSON header into `out`, followed by the
+ * binary outputs; *json_len is the JSON part's length, *any_binary tells
+ * whether any output went binary. With `blobs` NULL the binary outputs are
+ * copied into `out` after the JSON. Otherwise `out` gets the JSON only and
+ * *blobs (owned, free(); NULL when *n_blobs is 0) the outputs in order, to be
+ * sent from the response's memory while `resp` lives: no copy. */
 imagen_error *imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, imagen_buf *out,
-                                        size_t *json_len, bool *any_binary);
+                                        size_t *json_len, bool *any_binary, imagen__http_blob **blobs,
+                                        size_t *n_blobs);
 
 /* Releases the request and everything the infer object owns. Accepts NULL. */
 void imagen__http_infer_free(imagen__http_infer *inf);

@@ -150,12 +150,14 @@ struct http_conn {
     char *rbuf;
     size_t rpos, rlen, rcap;
     http_req req;
-    /* output: head then body, out_off bytes of them sent */
+    /* output: head, body, then blobs; out_off bytes of them sent */
     char head[HTTP_REPLY_HEAD_MAX];
     size_t head_len;
     char *body; /* owned unless body_static */
     size_t body_len;
     bool body_static;
+    imagen__http_blob *blobs; /* owned array; the bytes are the response's (req.resp) */
+    size_t n_blobs, blob_bytes;
     size_t out_off;
     bool close_after; /* end the connection once the reply is out */
     bool write_failed;
@@ -213,9 +215,10 @@ conn_set_reply(http_conn *c, int status, const char *ctype, char *body, size_t l
     http_req *r = &c->req;
     if (!r->keep_alive)
         c->close_after = true;
+    size_t total = len + c->blob_bytes;
     int n = snprintf(c->head, sizeof(c->head), "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n", status,
-                     reason_phrase(status), ctype && len ? "Content-Type: " : "", ctype && len ? ctype : "",
-                     ctype && len ? "\r\n" : "", len, extra ? extra : "",
+                     reason_phrase(status), ctype && total ? "Content-Type: " : "", ctype && total ? ctype : "",
+                     ctype && total ? "\r\n" : "", total, extra ? extra : "",
                      c->close_after                          ? "Connection: close\r\n"
                      : r->minor_version == 0 && r->keep_alive ? "Connection: keep-alive\r\n"
                                                               : "");
@@ -315,6 +318,9 @@ out_release(http_conn *c)
     c->body = NULL;
     c->body_len = c->head_len = c->out_off = 0;
     c->body_static = false;
+    free(c->blobs);
+    c->blobs = NULL;
+    c->n_blobs = c->blob_bytes = 0;
 }
 
 static void
@@ -340,24 +346,44 @@ typedef enum { WRITE_DONE, WRITE_BLOCKED, WRITE_ERROR } write_result;
 
 /* Writes as much of the reply as the socket takes. Called by whoever owns
  * the connection: its loop, or a completion while WAITING. */
+#define HTTP_WRITE_IOVECS 64
+
+/* Fills iov with what remains to send after `off` bytes: the head, the
+ * body, then the blobs. Returns the number of entries. */
+static int
+out_iovecs(http_conn *c, size_t off, struct iovec *iov)
+{
+    int n = 0;
+    const char *seg_data[2] = {c->head, c->body};
+    size_t seg_len[2] = {c->head_len, c->body_len};
+    for (int s = 0; s < 2; s++) {
+        if (off >= seg_len[s]) {
+            off -= seg_len[s];
+            continue;
+        }
+        iov[n].iov_base = (void *)(seg_data[s] + off);
+        iov[n++].iov_len = seg_len[s] - off;
+        off = 0;
+    }
+    for (size_t i = 0; i < c->n_blobs && n < HTTP_WRITE_IOVECS; i++) {
+        if (off >= c->blobs[i].len) {
+            off -= c->blobs[i].len;
+            continue;
+        }
+        iov[n].iov_base = (void *)((const char *)c->blobs[i].data + off);
+        iov[n++].iov_len = c->blobs[i].len - off;
+        off = 0;
+    }
+    return n;
+}
+
 static write_result
 conn_write_some(http_conn *c)
 {
-    size_t total = c->head_len + c->body_len;
+    size_t total = c->head_len + c->body_len + c->blob_bytes;
     while (c->out_off < total) {
-        struct iovec iov[2];
-        int n = 0;
-        if (c->out_off < c->head_len) {
-            iov[n].iov_base = c->head + c->out_off;
-            iov[n++].iov_len = c->head_len - c->out_off;
-            if (c->body_len) {
-                iov[n].iov_base = c->body;
-                iov[n++].iov_len = c->body_len;
-            }
-        } else {
-            iov[n].iov_base = c->body + (c->out_off - c->head_len);
-            iov[n++].iov_len = total - c->out_off;
-        }
+        struct iovec iov[HTTP_WRITE_IOVECS];
+        int n = out_iovecs(c, c->out_off, iov);
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         if (w > 0) {
@@ -454,9 +480,22 @@ prepare_infer_reply(http_conn *c)
     imagen_buf out = IMAGEN_BUF_INIT;
     size_t json_len = 0;
     bool binary = false;
-    imagen_error *err = imagen__http_infer_encode(r->inf, r->resp, &out, &json_len, &binary);
-    imagen_response_free(r->resp);
-    r->resp = NULL;
+    /* Binary outputs go out from the response's own memory (no copy) unless
+     * the reply is compressed. */
+    bool by_reference = r->accept == IMAGEN_HTTP_ENC_IDENTITY;
+    imagen__http_blob *blobs = NULL;
+    size_t n_blobs = 0;
+    imagen_error *err = imagen__http_infer_encode(r->inf, r->resp, &out, &json_len, &binary,
+                                                 by_reference ? &blobs : NULL, &n_blobs);
+    if (n_blobs == 0) {
+        imagen_response_free(r->resp);
+        r->resp = NULL;
+    } else {
+        c->blobs = blobs; /* r->resp lives until the reply is written */
+        c->n_blobs = n_blobs;
+        for (size_t i = 0; i < n_blobs; i++)
+            c->blob_bytes += blobs[i].len;
+    }
     imagen__http_infer_free(r->inf);
     r->inf = NULL;
     free(r->body);

@@ -1252,7 +1252,9 @@ loop_sweep(http_loop *loop)
         pthread_mutex_lock(&c->mu);
         conn_state st = c->state;
         pthread_mutex_unlock(&c->mu);
-        uint64_t idle = loop->now_ns - c->last_active_ns;
+        /* A completion stamps the clock itself, so last_active_ns may be
+         * later than the loop's cached now. */
+        uint64_t idle = loop->now_ns > c->last_active_ns ? loop->now_ns - c->last_active_ns : 0;
         if (st != CONN_WAITING &&
             (idle > HTTP_IDLE_TIMEOUT_NS || (st == CONN_LINGER && idle > HTTP_LINGER_NS)))
             conn_close(c);

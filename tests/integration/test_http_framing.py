@@ -287,3 +287,34 @@ def test_large_binary_request_and_response_round_trip(server):
     in_after, out_after = copied(server)
     assert out_after - out_before == 0
     assert in_after - in_before <= 2 * 64 * 1024, in_after - in_before
+
+
+def test_keep_alive_connections_survive_sustained_load(server):
+    # Replies written by instance threads stamp the connections' activity
+    # clock while their loops run idle sweeps: no busy connection may be
+    # taken for an idle one and closed.
+    import threading
+    deadline = time.time() + 4
+    failures = []
+
+    def client(k):
+        s = connect(server)
+        try:
+            req = request(body_for([k]))
+            n = 0
+            while time.time() < deadline:
+                s.sendall(req * 4)  # a little pipelining keeps both paths busy
+                for r in read_responses(s, 4):
+                    assert r.status == 200
+                n += 4
+        except Exception as e:  # noqa: BLE001 (reported below)
+            failures.append(f"connection {k} after {n} requests: {e!r}")
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures

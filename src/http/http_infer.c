@@ -776,7 +776,10 @@ imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, 
     bool by_reference = blobs_out != NULL;
     *any_binary = false;
 
-    imagen_buf_reserve(out, 1024); /* a small reply in one allocation instead of three growths */
+    /* A small reply in one allocation instead of several growths, and one
+     * within glibc's per-thread cache (requests up to 1032 bytes): the
+     * buffer is freed on another thread than the one that sizes it. */
+    imagen_buf_reserve(out, 500);
     imagen_buf_append_char(out, '{');
     if (inf->id && inf->id[0] != '\0') {
         imagen_buf_append_str(out, "\"id\":");

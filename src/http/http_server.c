@@ -167,6 +167,7 @@ struct http_conn {
     bool cancelling; /* the loop is inside imagen_request_cancel() */
     bool deferred;   /* a completion that arrived during cancel left the rest to the loop */
     bool disarmed;   /* the loop changed the registration while WAITING */
+    bool req_parked; /* a completion left the finished request for the loop to free */
     bool hangup;     /* the client closed its side */
 };
 
@@ -204,6 +205,41 @@ reason_phrase(int status)
     }
 }
 
+typedef struct head_writer {
+    char *buf;
+    size_t len, cap;
+    bool ok;
+} head_writer;
+
+static void
+head_put_n(head_writer *w, const char *s, size_t n)
+{
+    if (!w->ok || n > w->cap - w->len) {
+        w->ok = false;
+        return;
+    }
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+}
+
+static void
+head_put(head_writer *w, const char *s)
+{
+    head_put_n(w, s, strlen(s));
+}
+
+static void
+head_put_u64(head_writer *w, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    head_put_n(w, digits + sizeof(digits) - n, n);
+}
+
 /* Sets the reply to write: `body` (owned unless is_static) of `len` bytes.
  * `extra` holds further header lines, each ending in CRLF. The state is
  * left alone: whoever owns the connection moves it to CONN_WRITING (a
@@ -216,13 +252,30 @@ conn_set_reply(http_conn *c, int status, const char *ctype, char *body, size_t l
     if (!r->keep_alive)
         c->close_after = true;
     size_t total = len + c->blob_bytes;
-    int n = snprintf(c->head, sizeof(c->head), "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n", status,
-                     reason_phrase(status), ctype && total ? "Content-Type: " : "", ctype && total ? ctype : "",
-                     ctype && total ? "\r\n" : "", total, extra ? extra : "",
-                     c->close_after                          ? "Connection: close\r\n"
-                     : r->minor_version == 0 && r->keep_alive ? "Connection: keep-alive\r\n"
-                                                              : "");
-    c->head_len = n > 0 && (size_t)n < sizeof(c->head) ? (size_t)n : 0;
+    /* Built by hand: this runs for every reply, and snprintf's format
+     * interpretation cost more than the rest of the head together. */
+    head_writer w = {c->head, 0, sizeof(c->head), true};
+    head_put(&w, "HTTP/1.1 ");
+    head_put_u64(&w, (uint64_t)status);
+    head_put(&w, " ");
+    head_put(&w, reason_phrase(status));
+    head_put(&w, "\r\n");
+    if (ctype != NULL && total > 0) {
+        head_put(&w, "Content-Type: ");
+        head_put(&w, ctype);
+        head_put(&w, "\r\n");
+    }
+    head_put(&w, "Content-Length: ");
+    head_put_u64(&w, total);
+    head_put(&w, "\r\n");
+    if (extra != NULL)
+        head_put(&w, extra);
+    if (c->close_after)
+        head_put(&w, "Connection: close\r\n");
+    else if (r->minor_version == 0 && r->keep_alive)
+        head_put(&w, "Connection: keep-alive\r\n");
+    head_put(&w, "\r\n");
+    c->head_len = w.ok ? w.len : 0;
     c->body = body;
     c->body_len = len;
     c->body_static = is_static || len == 0;
@@ -466,10 +519,11 @@ body_room(http_req *r, size_t want, size_t *room)
  * ==================================================================== */
 
 /* The reply to a finished inference request, encoded into the connection's
- * output. Frees the request's input and output bytes as soon as the reply
- * holds what it needs. Runs on the completing thread or on the loop. */
+ * output. Frees the request's output bytes, and unless `keep_request` its
+ * input bytes, as soon as the reply holds what it needs. Runs on the
+ * completing thread or on the loop. */
 static void
-prepare_infer_reply(http_conn *c)
+prepare_infer_reply(http_conn *c, bool keep_request)
 {
     http_req *r = &c->req;
     const imagen_error *rerr = imagen_response_error(r->resp);
@@ -496,13 +550,15 @@ prepare_infer_reply(http_conn *c)
         for (size_t i = 0; i < n_blobs; i++)
             c->blob_bytes += blobs[i].len;
     }
-    imagen__http_infer_free(r->inf);
-    r->inf = NULL;
-    free(r->body);
-    r->body = NULL;
-    r->len = r->cap = 0;
-    free(r->inflated);
-    r->inflated = NULL;
+    if (!keep_request) {
+        imagen__http_infer_free(r->inf);
+        r->inf = NULL;
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        free(r->inflated);
+        r->inflated = NULL;
+    }
     if (err != NULL) {
         imagen_buf_free(&out);
         conn_reply_error(c, err);
@@ -593,17 +649,32 @@ on_infer_done(imagen_response *response, void *user_data)
 
     bool reading_next = false;
     if (!disarmed && reply_is_small(&c->req)) {
-        prepare_infer_reply(c);
+        /* The request's own memory was allocated by the loop thread: the
+         * loop frees it too (req_parked), so that glibc's per-thread caches
+         * recycle it instead of every block crossing threads through the
+         * shared arena's lock. */
+        prepare_infer_reply(c, true);
         if (conn_write_some(c) == WRITE_DONE && !c->close_after && c->rpos == c->rlen)
             reading_next = true;
     }
     pthread_mutex_lock(&c->mu);
+    if (reading_next && c->disarmed && !c->hangup) {
+        /* The client sent its next request before this thread got here
+         * (it already had the reply) and the loop narrowed the
+         * registration: restore it, and the loop sees the input as usual
+         * (level-triggered) without a hand-back round. */
+        struct epoll_event ev = {.events = HTTP_EV_READ, .data.ptr = c};
+        if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
+            c->interest = HTTP_EV_READ;
+            c->disarmed = false;
+        }
+    }
     if (reading_next && !c->disarmed) {
         imagen_http *http = c->loop->http;
         bool counted = c->req.counted;
         c->req.counted = false;
         out_release(c);
-        req_reset(http, &c->req);
+        c->req_parked = true; /* req_reset() on the loop, before the next request */
         c->completing = false;
         c->last_active_ns = imagen_time_now_ns();
         c->state = CONN_READ_HEAD; /* the loop owns it again from here */
@@ -1117,7 +1188,7 @@ conn_resume(http_conn *c)
             r->has_reply = false;
             conn_reply(c, &reply);
         } else {
-            prepare_infer_reply(c);
+            prepare_infer_reply(c, false);
         }
     }
     c->state = CONN_WRITING;
@@ -1171,6 +1242,10 @@ conn_event(http_conn *c, uint32_t events)
         return;
     }
     pthread_mutex_unlock(&c->mu);
+    if (c->req_parked) {
+        req_reset(c->loop->http, &c->req);
+        c->req_parked = false;
+    }
     if (c->state == CONN_WRITING && (events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLOUT)) {
         conn_close(c);
         return;

@@ -350,7 +350,6 @@ int
 main(int argc, char **argv)
 {
     set_allocator_policy();
-    imagen_http_global_init();
     /* Before any thread exists, so that every thread inherits the mask. */
     sigset_t sigs;
     sigemptyset(&sigs);

@@ -41,12 +41,6 @@ typedef struct imagen_metrics_options {
     unsigned interval_ms;     /* --metrics-interval-ms (default 2000) */
 } imagen_metrics_options;
 
-/* Once per process, before any thread starts: installs the allocator hooks
- * that let inference requests parse their JSON in per-thread scratch memory
- * (http_scratch.c). Optional: without it everything works, with more
- * malloc traffic. */
-void imagen_http_global_init(void);
-
 typedef struct imagen_http imagen_http;
 typedef struct imagen_metrics imagen_metrics;
 

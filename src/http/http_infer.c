@@ -81,16 +81,6 @@ own(imagen__http_infer *inf, void *p)
     return NULL;
 }
 
-/* Reads a JSON value as uint64: integers >= 0 only. */
-static bool
-json_as_u64(const json_t *v, uint64_t *out)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return false;
-    *out = (uint64_t)json_integer_value(v);
-    return true;
-}
-
 imagen_error *
 imagen__http_parse_header_length(const char *value, size_t body_len, size_t *out)
 {
@@ -122,21 +112,20 @@ imagen__http_parse_header_length(const char *value, size_t body_len, size_t *out
  * ==================================================================== */
 
 static imagen_error *
-parse_request_parameters(imagen__http_infer *inf, const json_t *params)
+parse_request_parameters(imagen__http_infer *inf, const imagen__jv *params)
 {
-    if (!json_is_object(params))
+    if (!imagen__jv_is(params, IMAGEN_JV_OBJECT))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'parameters': expected an object");
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)params, key, v)
-    {
+    for (size_t m = 0; m < params->n; m++) {
+        const char *key = params->v.members[m].key;
+        const imagen__jv *v = &params->v.members[m].value;
         if (strncmp(key, "triton_", 7) == 0)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "parameter keys starting with 'triton_' are reserved for Triton usage and "
                                     "should not be specified.");
         if (strcmp(key, "priority") == 0 || strcmp(key, "timeout") == 0) {
             uint64_t u;
-            if (!json_as_u64(v, &u))
+            if (!imagen__jv_u64(v, &u))
                 return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse '%s': expected an unsigned integer",
                                         key);
             if (key[0] == 'p')
@@ -146,20 +135,20 @@ parse_request_parameters(imagen__http_infer *inf, const json_t *params)
             continue;
         }
         if (strcmp(key, "binary_data_output") == 0) {
-            if (!json_is_boolean(v))
+            if (!imagen__jv_is_boolean(v))
                 return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                         "Unable to parse 'binary_data_output': expected a boolean");
-            inf->binary_default = json_is_true(v);
+            inf->binary_default = imagen__jv_is(v, IMAGEN_JV_TRUE);
             continue;
         }
         if (strcmp(key, "sequence_id") == 0) {
-            if (!json_is_string(v) && !json_is_integer(v))
+            if (!imagen__jv_is(v, IMAGEN_JV_STRING) && !imagen__jv_is(v, IMAGEN_JV_INT))
                 return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                         "Unable to parse 'sequence_id': expected an unsigned integer or a string");
             continue;
         }
         if (strcmp(key, "sequence_start") == 0 || strcmp(key, "sequence_end") == 0) {
-            if (!json_is_boolean(v))
+            if (!imagen__jv_is_boolean(v))
                 return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse '%s': expected a boolean", key);
             continue;
         }
@@ -168,21 +157,20 @@ parse_request_parameters(imagen__http_infer *inf, const json_t *params)
         imagen_request_param p;
         memset(&p, 0, sizeof(p));
         p.key = (char *)key;
-        uint64_t big;
-        if (imagen__http_json_big_uint(v, &big)) {
+        if (v->type == IMAGEN_JV_UINT) {
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "parameter '%s' is an integer out of range", key);
-        } else if (json_is_string(v)) {
+        } else if (imagen__jv_is(v, IMAGEN_JV_STRING)) {
             p.type = IMAGEN_PARAM_STRING;
-            p.string_value = (char *)json_string_value(v);
-        } else if (json_is_integer(v)) {
+            p.string_value = (char *)(v)->v.s;
+        } else if (imagen__jv_is(v, IMAGEN_JV_INT)) {
             p.type = IMAGEN_PARAM_INT;
-            p.int_value = (int64_t)json_integer_value(v);
-        } else if (json_is_boolean(v)) {
+            p.int_value = (int64_t)(v)->v.i;
+        } else if (imagen__jv_is_boolean(v)) {
             p.type = IMAGEN_PARAM_BOOL;
-            p.bool_value = json_is_true(v);
-        } else if (json_is_real(v)) {
+            p.bool_value = imagen__jv_is(v, IMAGEN_JV_TRUE);
+        } else if (imagen__jv_is(v, IMAGEN_JV_REAL)) {
             p.type = IMAGEN_PARAM_DOUBLE;
-            p.double_value = json_real_value(v);
+            p.double_value = (v)->v.d;
         } else {
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "parameter '%s' has invalid type. It should be either 'int', 'bool', "
@@ -203,16 +191,16 @@ shm_disabled(void)
 }
 
 /* Reads an unsigned shm parameter: a JSON integer >= 0, or one above
- * INT64_MAX (tagged by the big-integer rewrite), so that huge offsets reach
+ * INT64_MAX, so that huge offsets reach
  * the bounds check instead of failing as "not a number". */
 static imagen_error *
-shm_u64(const json_t *params, const char *key, bool required, const char *what, const char *name, uint64_t *out)
+shm_u64(const imagen__jv *params, const char *key, bool required, const char *what, const char *name, uint64_t *out)
 {
-    const json_t *v = json_object_get(params, key);
+    const imagen__jv *v = imagen__jv_object_get(params, key);
     *out = 0;
     if (v == NULL && !required)
         return NULL;
-    if (v != NULL && (json_as_u64(v, out) || imagen__http_json_big_uint(v, out)))
+    if (v != NULL && imagen__jv_u64(v, out))
         return NULL;
     return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s '%s': '%s' must be a non-negative integer", what, name, key);
 }
@@ -221,13 +209,13 @@ shm_u64(const json_t *params, const char *key, bool required, const char *what, 
  * address inside a registered region; the infer object keeps the mapping
  * referenced until it is freed, so unregistering meanwhile is harmless. */
 static imagen_error *
-shm_resolve(imagen__http_infer *inf, const json_t *params, const char *what, const char *name, void **addr,
+shm_resolve(imagen__http_infer *inf, const imagen__jv *params, const char *what, const char *name, void **addr,
             uint64_t *size)
 {
     if (inf->shm == NULL)
         return shm_disabled();
-    const json_t *region = json_object_get(params, "shared_memory_region");
-    if (!json_is_string(region))
+    const imagen__jv *region = imagen__jv_object_get(params, "shared_memory_region");
+    if (!imagen__jv_is(region, IMAGEN_JV_STRING))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "%s '%s': 'shared_memory_region' must be a string", what, name);
     uint64_t offset;
     IMAGEN_RETURN_IF_ERROR(shm_u64(params, "shared_memory_byte_size", true, what, name, size));
@@ -240,30 +228,30 @@ shm_resolve(imagen__http_infer *inf, const json_t *params, const char *what, con
     if (inf->n_shm_refs == IMAGEN_REQUEST_MAX_INPUTS + IMAGEN_REQUEST_MAX_OUTPUTS)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many shared-memory tensors");
     IMAGEN_RETURN_IF_ERROR(
-        imagen_shm_acquire(inf->shm, json_string_value(region), offset, *size, addr, &inf->shm_refs[inf->n_shm_refs]));
+        imagen_shm_acquire(inf->shm, (region)->v.s, offset, *size, addr, &inf->shm_refs[inf->n_shm_refs]));
     inf->n_shm_refs++;
     return NULL;
 }
 
 /* Parses "shape" into shape[]; every dimension must be a non-negative int. */
 static imagen_error *
-parse_shape(const json_t *js, const char *name, int64_t *shape, size_t *rank)
+parse_shape(const imagen__jv *js, const char *name, int64_t *shape, size_t *rank)
 {
-    if (!json_is_array(js))
+    if (!imagen__jv_is(js, IMAGEN_JV_ARRAY))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'shape' of input '%s': expected an array",
                                 name);
-    size_t n = json_array_size(js);
+    size_t n = (js)->n;
     if (n > IMAGEN_MAX_RANK)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "input '%s' has %zu dimensions, more than the limit of %d",
                                 name, n, IMAGEN_MAX_RANK);
     for (size_t i = 0; i < n; i++) {
-        const json_t *d = json_array_get(js, i);
-        if (!json_is_integer(d) || json_integer_value(d) < 0)
+        const imagen__jv *d = &(js)->v.items[i];
+        if (!imagen__jv_is(d, IMAGEN_JV_INT) || (d)->v.i < 0)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "Unable to parse 'shape' of input '%s': dimension %zu must be a non-negative "
                                     "integer",
                                     name, i);
-        shape[i] = (int64_t)json_integer_value(d);
+        shape[i] = (int64_t)(d)->v.i;
     }
     *rank = n;
     return NULL;
@@ -284,26 +272,26 @@ datatype_error(imagen__http_infer *inf, const char *name, const char *given)
 /* Parses one element of "inputs" and adds it to the request. Binary data is
  * taken from *blob / *blob_left, which advance past it. */
 static imagen_error *
-parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char **blob, size_t *blob_left,
+parse_input(imagen__http_infer *inf, const imagen__jv *in, size_t index, const char **blob, size_t *blob_left,
             size_t max_input)
 {
-    if (!json_is_object(in))
+    if (!imagen__jv_is(in, IMAGEN_JV_OBJECT))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'inputs': element %zu is not an object",
                                 index);
-    const json_t *jname = json_object_get(in, "name");
-    if (!json_is_string(jname))
+    const imagen__jv *jname = imagen__jv_object_get(in, "name");
+    if (!imagen__jv_is(jname, IMAGEN_JV_STRING))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'name' of input %zu", index);
-    const char *name = json_string_value(jname);
-    const json_t *jdt = json_object_get(in, "datatype");
-    if (!json_is_string(jdt))
+    const char *name = (jname)->v.s;
+    const imagen__jv *jdt = imagen__jv_object_get(in, "datatype");
+    if (!imagen__jv_is(jdt, IMAGEN_JV_STRING))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'datatype' of input '%s'", name);
-    const char *dts = json_string_value(jdt);
-    imagen_datatype dt = imagen_datatype_from_name(dts, json_string_length(jdt));
+    const char *dts = (jdt)->v.s;
+    imagen_datatype dt = imagen_datatype_from_name(dts, (jdt)->n);
     if (dt == IMAGEN_TYPE_INVALID)
         return datatype_error(inf, name, dts);
     int64_t shape[IMAGEN_MAX_RANK];
     size_t rank = 0;
-    const json_t *jshape = json_object_get(in, "shape");
+    const imagen__jv *jshape = imagen__jv_object_get(in, "shape");
     if (jshape == NULL)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'shape' of input '%s'", name);
     IMAGEN_RETURN_IF_ERROR(parse_shape(jshape, name, shape, &rank));
@@ -313,18 +301,18 @@ parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char 
                                 "input '%s' has a shape whose element count exceeds the limit of %" PRIu64, name,
                                 (uint64_t)IMAGEN_REQUEST_MAX_ELEMENTS);
 
-    const json_t *params = json_object_get(in, "parameters");
-    const json_t *jsize = NULL, *jregion = NULL;
+    const imagen__jv *params = imagen__jv_object_get(in, "parameters");
+    const imagen__jv *jsize = NULL, *jregion = NULL;
     if (params != NULL) {
-        if (!json_is_object(params))
+        if (!imagen__jv_is(params, IMAGEN_JV_OBJECT))
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "Unable to parse 'parameters' of input '%s': expected an object", name);
-        jsize = json_object_get(params, "binary_data_size");
-        jregion = json_object_get(params, "shared_memory_region");
+        jsize = imagen__jv_object_get(params, "binary_data_size");
+        jregion = imagen__jv_object_get(params, "shared_memory_region");
         if (jregion != NULL && inf->shm == NULL)
             return shm_disabled();
     }
-    const json_t *data = json_object_get(in, "data");
+    const imagen__jv *data = imagen__jv_object_get(in, "data");
     if ((data != NULL) + (jsize != NULL) + (jregion != NULL) != 1)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                 "Input must set only one of the following fields: 'data', 'binary_data_size' in "
@@ -339,7 +327,7 @@ parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char 
     }
     if (jsize != NULL) {
         uint64_t size;
-        if (!json_as_u64(jsize, &size))
+        if (!imagen__jv_u64(jsize, &size))
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "Unable to parse 'binary_data_size' of input '%s': expected an unsigned "
                                     "integer",
@@ -362,11 +350,11 @@ parse_input(imagen__http_infer *inf, const json_t *in, size_t index, const char 
 }
 
 static imagen_error *
-parse_outputs(imagen__http_infer *inf, const json_t *outs)
+parse_outputs(imagen__http_infer *inf, const imagen__jv *outs)
 {
-    if (!json_is_array(outs))
+    if (!imagen__jv_is(outs, IMAGEN_JV_ARRAY))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'outputs': expected an array");
-    size_t n = json_array_size(outs);
+    size_t n = (outs)->n;
     if (n > IMAGEN_REQUEST_MAX_OUTPUTS)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many requested outputs (at most %d)",
                                 IMAGEN_REQUEST_MAX_OUTPUTS);
@@ -376,35 +364,35 @@ parse_outputs(imagen__http_infer *inf, const json_t *outs)
     if (inf->outs == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        const json_t *o = json_array_get(outs, i);
-        const json_t *jname = json_is_object(o) ? json_object_get(o, "name") : NULL;
-        if (!json_is_string(jname))
+        const imagen__jv *o = &(outs)->v.items[i];
+        const imagen__jv *jname = imagen__jv_is(o, IMAGEN_JV_OBJECT) ? imagen__jv_object_get(o, "name") : NULL;
+        if (!imagen__jv_is(jname, IMAGEN_JV_STRING))
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'name' of requested output %zu", i);
-        const char *name = json_string_value(jname);
+        const char *name = (jname)->v.s;
         out_spec *s = &inf->outs[inf->n_outs];
         s->name = strdup(name);
         if (s->name == NULL)
             return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
         inf->n_outs++;
-        const json_t *params = json_object_get(o, "parameters");
+        const imagen__jv *params = imagen__jv_object_get(o, "parameters");
         if (params != NULL) {
-            if (!json_is_object(params))
+            if (!imagen__jv_is(params, IMAGEN_JV_OBJECT))
                 return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                         "Unable to parse 'parameters' of output '%s': expected an object", name);
-            const json_t *b = json_object_get(params, "binary_data");
+            const imagen__jv *b = imagen__jv_object_get(params, "binary_data");
             if (b != NULL) {
-                if (!json_is_boolean(b))
+                if (!imagen__jv_is_boolean(b))
                     return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                             "Unable to parse 'binary_data' of output '%s': expected a boolean", name);
-                s->binary = json_is_true(b);
+                s->binary = imagen__jv_is(b, IMAGEN_JV_TRUE);
             }
-            const json_t *c = json_object_get(params, "classification");
-            if (c != NULL && !json_as_u64(c, &s->classification))
+            const imagen__jv *c = imagen__jv_object_get(params, "classification");
+            if (c != NULL && !imagen__jv_u64(c, &s->classification))
                 return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                         "Unable to parse 'classification' of output '%s': expected an unsigned "
                                         "integer",
                                         name);
-            if (json_object_get(params, "shared_memory_region") != NULL) {
+            if (imagen__jv_object_get(params, "shared_memory_region") != NULL) {
                 if (s->classification > 0)
                     return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                             "Output can't set both 'shared_memory_region' and 'classification' "
@@ -423,67 +411,9 @@ parse_outputs(imagen__http_infer *inf, const json_t *outs)
     return NULL;
 }
 
-/* UINT64 tensors may carry values up to 2^64-1, which jansson refuses.
- * This rewrites, into a new copy of the JSON text, every non-negative
- * integer literal in (INT64_MAX, UINT64_MAX] as a tagged string (see
- * IMAGEN_HTTP_BIG_UINT_TAG). Strings are skipped. Returns NULL when
- * nothing needed rewriting or on allocation failure. */
-static char *
-rewrite_big_integers(const char *text, size_t len, size_t *out_len)
-{
-    imagen_buf b = IMAGEN_BUF_INIT;
-    bool changed = false;
-    size_t i = 0, copied = 0;
-    while (i < len) {
-        char c = text[i];
-        if (c == '"') {
-            for (i++; i < len && text[i] != '"'; i++)
-                if (text[i] == '\\')
-                    i++;
-            i++;
-            continue;
-        }
-        if (c < '0' || c > '9') {
-            i++;
-            continue;
-        }
-        size_t start = i;
-        while (i < len && text[i] >= '0' && text[i] <= '9')
-            i++;
-        /* Only whole non-negative integer literals: no sign, fraction or exponent. */
-        if (start > 0 && strchr("-+.eE", text[start - 1]) != NULL)
-            continue;
-        if (i < len && (text[i] == '.' || text[i] == 'e' || text[i] == 'E'))
-            continue;
-        if (i - start < 19 || i - start > 20)
-            continue;
-        uint64_t v = 0;
-        bool overflow = false;
-        for (size_t k = start; k < i; k++) {
-            uint64_t d = (uint64_t)(text[k] - '0');
-            if (v > (UINT64_MAX - d) / 10)
-                overflow = true;
-            v = v * 10 + d;
-        }
-        if (overflow || v <= (uint64_t)INT64_MAX)
-            continue;
-        imagen_buf_append(&b, text + copied, start - copied);
-        imagen_buf_append_str(&b, "\"\\u0000u64:");
-        imagen_buf_append(&b, text + start, i - start);
-        imagen_buf_append_char(&b, '"');
-        copied = i;
-        changed = true;
-    }
-    if (!changed) {
-        imagen_buf_free(&b);
-        return NULL;
-    }
-    imagen_buf_append(&b, text + copied, len - copied);
-    return imagen_buf_detach(&b, out_len);
-}
-
-/* jansson spends some 60 bytes per JSON value, so a 64 MiB body of small
- * numbers becomes gigabytes while it is parsed. Parsing therefore draws on
+/* A parsed JSON value takes 24 bytes (and 24 more while its array is
+ * open), so a 64 MiB body of small numbers becomes gigabytes while it is
+ * parsed. Parsing therefore draws on
  * one budget of values for the whole server, which one body of the maximum
  * size fits: requests beyond it wait for none, they get 503 and may retry.
  * The count per body is an upper bound: its commas plus one. */
@@ -512,13 +442,8 @@ build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t js
         err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE,
                                "too much JSON tensor data is being parsed right now; retry, or send large tensors "
                                "with the binary tensor data extension");
-    else {
-        /* The parsed document dies inside build_json_parsed(): its values
-         * can live in this thread's scratch memory. */
-        bool scratch = imagen__http_scratch_begin();
+    else
         err = build_json_parsed(inf, body, body_len, json_len, max_input);
-        imagen__http_scratch_end(scratch);
-    }
     atomic_fetch_sub(&json_values_in_parse, values);
     return err;
 }
@@ -526,33 +451,33 @@ build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t js
 static imagen_error *
 build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len, size_t max_input)
 {
-    json_error_t jerr;
-    json_t *root = json_loadb(body, json_len, JSON_ALLOW_NUL, &jerr);
-    if (root == NULL && strstr(jerr.text, "too big integer") != NULL) {
-        size_t wlen = 0;
-        char *wrapped = rewrite_big_integers(body, json_len, &wlen);
-        if (wrapped != NULL) {
-            json_error_t jerr2;
-            root = json_loadb(wrapped, wlen, JSON_ALLOW_NUL, &jerr2);
-            free(wrapped);
-        }
-    }
-    if (root == NULL)
+    /* The document dies in this function: it lives in this thread's
+     * scratch memory (and chunks beyond it for a large body). */
+    size_t scratch_cap = 0;
+    void *scratch = imagen__http_scratch_acquire(&scratch_cap);
+    imagen__jdoc doc;
+    imagen__jdoc_init(&doc, scratch, scratch_cap);
+    const imagen__jv *root = NULL;
+    imagen__jdoc_error jerr;
+    if (!imagen__jdoc_parse(&doc, body, json_len, &root, &jerr)) {
+        imagen__jdoc_free(&doc);
+        imagen__http_scratch_release(scratch);
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                "failed to parse the request JSON buffer: %s at line %d column %d (offset %d)",
+                                "failed to parse the request JSON buffer: %s at line %d column %d (offset %zu)",
                                 jerr.text, jerr.line, jerr.column, jerr.position);
+    }
     imagen_error *err = NULL;
-    if (!json_is_object(root)) {
+    if (!imagen__jv_is(root, IMAGEN_JV_OBJECT)) {
         err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "failed to parse the request JSON buffer: expected an object");
         goto done;
     }
-    const json_t *id = json_object_get(root, "id");
+    const imagen__jv *id = imagen__jv_object_get(root, "id");
     if (id != NULL) {
-        if (!json_is_string(id)) {
+        if (!imagen__jv_is(id, IMAGEN_JV_STRING)) {
             err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'id': expected a string");
             goto done;
         }
-        char *copy = strndup(json_string_value(id), json_string_length(id));
+        char *copy = strndup((id)->v.s, (id)->n);
         if (copy == NULL) {
             err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
             goto done;
@@ -562,22 +487,22 @@ build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, si
         if (inf->id[0] != '\0' && (err = imagen_request_set_id(inf->req, inf->id)) != NULL)
             goto done;
     }
-    const json_t *params = json_object_get(root, "parameters");
+    const imagen__jv *params = imagen__jv_object_get(root, "parameters");
     if (params != NULL && (err = parse_request_parameters(inf, params)) != NULL)
         goto done;
-    const json_t *inputs = json_object_get(root, "inputs");
-    if (!json_is_array(inputs)) {
+    const imagen__jv *inputs = imagen__jv_object_get(root, "inputs");
+    if (!imagen__jv_is(inputs, IMAGEN_JV_ARRAY)) {
         err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'inputs': expected an array");
         goto done;
     }
-    if (json_array_size(inputs) > IMAGEN_REQUEST_MAX_INPUTS) {
+    if ((inputs)->n > IMAGEN_REQUEST_MAX_INPUTS) {
         err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)", IMAGEN_REQUEST_MAX_INPUTS);
         goto done;
     }
     const char *blob = body + json_len;
     size_t blob_left = body_len - json_len;
-    for (size_t i = 0; i < json_array_size(inputs); i++) {
-        if ((err = parse_input(inf, json_array_get(inputs, i), i, &blob, &blob_left, max_input)) != NULL)
+    for (size_t i = 0; i < (inputs)->n; i++) {
+        if ((err = parse_input(inf, &(inputs)->v.items[i], i, &blob, &blob_left, max_input)) != NULL)
             goto done;
     }
     if (blob_left > 0) {
@@ -587,11 +512,12 @@ build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, si
                                inf->model, blob_left);
         goto done;
     }
-    const json_t *outs = json_object_get(root, "outputs");
+    const imagen__jv *outs = imagen__jv_object_get(root, "outputs");
     if (outs != NULL)
         err = parse_outputs(inf, outs);
 done:
-    json_decref(root);
+    imagen__jdoc_free(&doc);
+    imagen__http_scratch_release(scratch);
     return err;
 }
 

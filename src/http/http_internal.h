@@ -124,19 +124,9 @@ bool imagen__http_deflate(imagen__http_encoding enc, const void *in, size_t len,
  * tagged strings of IMAGEN_HTTP_BIG_UINT_TAG (integers above INT64_MAX).
  * *out is owned (free()); it may be NULL when *out_size is 0. Errors are
  * INVALID_ARG naming the input. */
-imagen_error *imagen__http_json_decode_tensor(const json_t *data, imagen_datatype dt, uint64_t expected,
+typedef struct imagen__jv imagen__jv; /* http_jsondoc.c, below */
+imagen_error *imagen__http_json_decode_tensor(const imagen__jv *data, imagen_datatype dt, uint64_t expected,
                                               size_t max_bytes, const char *name, void **out, size_t *out_size);
-
-/* jansson holds integers as int64 and refuses larger literals. Before
- * parsing, integer literals in (INT64_MAX, UINT64_MAX] are rewritten as
- * JSON strings "<NUL>u64:<digits>" (a NUL cannot start a real string of a
- * request in practice, and JSON_ALLOW_NUL keeps it). Only the unsigned
- * tensor decoders accept such a string; everywhere else it is an error, so
- * no value changes meaning. */
-#define IMAGEN_HTTP_BIG_UINT_TAG "\0u64:"
-#define IMAGEN_HTTP_BIG_UINT_TAG_LEN 5
-/* True if `v` is such a tagged string; stores its value. */
-bool imagen__http_json_big_uint(const json_t *v, uint64_t *out);
 
 /* Appends the flat JSON array of tensor `t`'s elements to `b`. Fails with
  * INVALID_ARG for FP16/BF16 and INTERNAL for malformed BYTES data. */
@@ -149,16 +139,115 @@ void imagen__http_json_append_shape(imagen_buf *b, const int64_t *shape, size_t 
 void imagen__http_json_error_body(imagen_buf *b, const char *msg);
 
 /* ======================================================================
- * Scratch memory for request JSON (http_scratch.c)
+ * Scratch memory for request parsing (http_scratch.c)
  * ==================================================================== */
 
-/* Starts a section in which jansson's allocations on this thread come from
- * the thread's scratch buffer; returns whether it began (false when
- * imagen_http_global_init() was not called, or a section is already open).
- * Every JSON value created in the section must be released before
- * imagen__http_scratch_end(begun) and must not reach another thread. */
-bool imagen__http_scratch_begin(void);
-void imagen__http_scratch_end(bool begun);
+/* The calling thread's scratch block (*cap bytes), or NULL when it is
+ * already in use or cannot be allocated. Give it back with
+ * imagen__http_scratch_release() on the same thread. */
+void *imagen__http_scratch_acquire(size_t *cap);
+void imagen__http_scratch_release(void *block);
+
+/* ======================================================================
+ * JSON documents of inference requests (http_jsondoc.c)
+ * ==================================================================== */
+
+typedef enum {
+    IMAGEN_JV_NULL = 0,
+    IMAGEN_JV_FALSE,
+    IMAGEN_JV_TRUE,
+    IMAGEN_JV_INT,  /* v.i */
+    IMAGEN_JV_UINT, /* v.u, only for integers above INT64_MAX */
+    IMAGEN_JV_REAL, /* v.d */
+    IMAGEN_JV_STRING,
+    IMAGEN_JV_ARRAY,
+    IMAGEN_JV_OBJECT
+} imagen__jv_type;
+
+typedef struct imagen__jv imagen__jv;
+typedef struct imagen__jv_member imagen__jv_member;
+
+/* A parsed value; everything lives in its document's arena. */
+struct imagen__jv {
+    imagen__jv_type type;
+    size_t n; /* string bytes (NUL excluded), array items, object members */
+    union {
+        int64_t i;
+        uint64_t u;
+        double d;
+        const char *s; /* NUL-terminated; may hold escaped NULs (see n) */
+        imagen__jv *items;
+        imagen__jv_member *members;
+    } v;
+};
+
+struct imagen__jv_member {
+    const char *key; /* NUL-terminated */
+    size_t key_len;
+    imagen__jv value;
+};
+
+/* The arena of one parsed document: a caller-provided first block (may be
+ * NULL) and malloc'd chunks beyond it. */
+typedef struct imagen__jdoc {
+    char *block;
+    size_t block_cap, block_used;
+    struct jchunk *chunks;
+} imagen__jdoc;
+
+typedef struct imagen__jdoc_error {
+    char text[96];
+    int line, column; /* 1-based */
+    size_t position;  /* byte offset */
+} imagen__jdoc_error;
+
+void imagen__jdoc_init(imagen__jdoc *doc, void *block, size_t block_cap);
+/* Parses `len` bytes of JSON text (any value at the top). On success *root
+ * points into the document; on failure *err says what and where. */
+bool imagen__jdoc_parse(imagen__jdoc *doc, const char *text, size_t len, const imagen__jv **root,
+                        imagen__jdoc_error *err);
+/* Frees the chunks; the document's values are gone. */
+void imagen__jdoc_free(imagen__jdoc *doc);
+
+/* Member `key` of an object (the last one if repeated); NULL if `o` is not
+ * an object or has no such member. */
+const imagen__jv *imagen__jv_object_get(const imagen__jv *o, const char *key);
+
+static inline bool
+imagen__jv_is(const imagen__jv *v, imagen__jv_type t)
+{
+    return v != NULL && v->type == t;
+}
+static inline bool
+imagen__jv_is_boolean(const imagen__jv *v)
+{
+    return v != NULL && (v->type == IMAGEN_JV_TRUE || v->type == IMAGEN_JV_FALSE);
+}
+/* Any number, the integers above INT64_MAX included. */
+static inline bool
+imagen__jv_is_number(const imagen__jv *v)
+{
+    return v != NULL && (v->type == IMAGEN_JV_INT || v->type == IMAGEN_JV_UINT || v->type == IMAGEN_JV_REAL);
+}
+static inline double
+imagen__jv_number_value(const imagen__jv *v)
+{
+    return v->type == IMAGEN_JV_INT ? (double)v->v.i : v->type == IMAGEN_JV_UINT ? (double)v->v.u : v->v.d;
+}
+/* Reads a non-negative integer of any size. */
+static inline bool
+imagen__jv_u64(const imagen__jv *v, uint64_t *out)
+{
+    if (v != NULL && v->type == IMAGEN_JV_INT && v->v.i >= 0) {
+        *out = (uint64_t)v->v.i;
+        return true;
+    }
+    if (v != NULL && v->type == IMAGEN_JV_UINT) {
+        *out = v->v.u;
+        return true;
+    }
+    return false;
+}
 
 /* ======================================================================
  * Inference (http_infer.c)

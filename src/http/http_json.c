@@ -44,16 +44,16 @@ count_error(const decoder *d)
 /* Stores one scalar. JSON integers are read as int64 and truncated to the
  * element type without a range check (as Triton does). */
 static imagen_error *
-put_scalar(decoder *d, const json_t *v)
+put_scalar(decoder *d, const imagen__jv *v)
 {
     if (d->count >= d->expected)
         return count_error(d);
     unsigned char *dst = d->fixed + d->count * d->elem_size;
     switch (d->dt) {
     case IMAGEN_TYPE_BOOL: {
-        if (!json_is_boolean(v))
+        if (!imagen__jv_is_boolean(v))
             return element_error(d, "a boolean");
-        dst[0] = json_is_true(v) ? 1 : 0;
+        dst[0] = imagen__jv_is(v, IMAGEN_JV_TRUE) ? 1 : 0;
         break;
     }
     case IMAGEN_TYPE_UINT8:
@@ -61,9 +61,7 @@ put_scalar(decoder *d, const json_t *v)
     case IMAGEN_TYPE_UINT32:
     case IMAGEN_TYPE_UINT64: {
         uint64_t u = 0;
-        if (json_is_integer(v) && json_integer_value(v) >= 0)
-            u = (uint64_t)json_integer_value(v);
-        else if (!imagen__http_json_big_uint(v, &u))
+        if (!imagen__jv_u64(v, &u))
             return element_error(d, "an unsigned integer");
         if (d->dt == IMAGEN_TYPE_UINT8) {
             uint8_t x = (uint8_t)u;
@@ -83,9 +81,9 @@ put_scalar(decoder *d, const json_t *v)
     case IMAGEN_TYPE_INT16:
     case IMAGEN_TYPE_INT32:
     case IMAGEN_TYPE_INT64: {
-        if (!json_is_integer(v))
+        if (!imagen__jv_is(v, IMAGEN_JV_INT))
             return element_error(d, "an integer");
-        int64_t s = (int64_t)json_integer_value(v);
+        int64_t s = (int64_t)(v)->v.i;
         if (d->dt == IMAGEN_TYPE_INT8) {
             int8_t x = (int8_t)s;
             memcpy(dst, &x, 1);
@@ -102,9 +100,9 @@ put_scalar(decoder *d, const json_t *v)
     }
     case IMAGEN_TYPE_FP32:
     case IMAGEN_TYPE_FP64: {
-        if (!json_is_number(v))
+        if (!imagen__jv_is_number(v))
             return element_error(d, "a number");
-        double x = json_number_value(v);
+        double x = imagen__jv_number_value(v);
         if (d->dt == IMAGEN_TYPE_FP32) {
             float f = (float)x;
             memcpy(dst, &f, 4);
@@ -121,13 +119,13 @@ put_scalar(decoder *d, const json_t *v)
 }
 
 static imagen_error *
-put_string(decoder *d, const json_t *v)
+put_string(decoder *d, const imagen__jv *v)
 {
     if (d->count >= d->expected)
         return count_error(d);
-    if (!json_is_string(v))
+    if (!imagen__jv_is(v, IMAGEN_JV_STRING))
         return element_error(d, "a string");
-    size_t len = json_string_length(v);
+    size_t len = (v)->n;
     if (len > UINT32_MAX || d->bytes.len + 4 + len > d->max_bytes)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                 "input '%s' exceeds the maximum input size of %zu bytes (--http-max-input-size)",
@@ -136,7 +134,7 @@ put_string(decoder *d, const json_t *v)
     unsigned char prefix[4] = {(unsigned char)len32, (unsigned char)(len32 >> 8), (unsigned char)(len32 >> 16),
                                (unsigned char)(len32 >> 24)};
     imagen_buf_append(&d->bytes, prefix, 4);
-    imagen_buf_append(&d->bytes, json_string_value(v), len);
+    imagen_buf_append(&d->bytes, (v)->v.s, len);
     if (imagen_buf_failed(&d->bytes))
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory decoding input '%s'", d->name);
     d->count++;
@@ -146,46 +144,23 @@ put_string(decoder *d, const json_t *v)
 /* Walks nested arrays depth-first; bounded by IMAGEN_HTTP_JSON_MAX_DEPTH so a
  * hostile body cannot exhaust the stack. */
 static imagen_error *
-walk(decoder *d, const json_t *v, int depth)
+walk(decoder *d, const imagen__jv *v, int depth)
 {
-    if (json_is_array(v)) {
+    if (imagen__jv_is(v, IMAGEN_JV_ARRAY)) {
         if (depth >= IMAGEN_HTTP_JSON_MAX_DEPTH)
             return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
                                     "Unable to parse 'data' of input '%s': nesting deeper than %d levels", d->name,
                                     IMAGEN_HTTP_JSON_MAX_DEPTH);
-        size_t n = json_array_size(v);
+        size_t n = (v)->n;
         for (size_t i = 0; i < n; i++)
-            IMAGEN_RETURN_IF_ERROR(walk(d, json_array_get(v, i), depth + 1));
+            IMAGEN_RETURN_IF_ERROR(walk(d, &(v)->v.items[i], depth + 1));
         return NULL;
     }
     return d->dt == IMAGEN_TYPE_BYTES ? put_string(d, v) : put_scalar(d, v);
 }
 
-bool
-imagen__http_json_big_uint(const json_t *v, uint64_t *out)
-{
-    if (!json_is_string(v))
-        return false;
-    const char *str = json_string_value(v);
-    size_t len = json_string_length(v);
-    if (len <= IMAGEN_HTTP_BIG_UINT_TAG_LEN || len > IMAGEN_HTTP_BIG_UINT_TAG_LEN + 20 ||
-        memcmp(str, IMAGEN_HTTP_BIG_UINT_TAG, IMAGEN_HTTP_BIG_UINT_TAG_LEN) != 0)
-        return false;
-    uint64_t u = 0;
-    for (size_t i = IMAGEN_HTTP_BIG_UINT_TAG_LEN; i < len; i++) {
-        if (str[i] < '0' || str[i] > '9')
-            return false;
-        uint64_t digit = (uint64_t)(str[i] - '0');
-        if (u > (UINT64_MAX - digit) / 10)
-            return false;
-        u = u * 10 + digit;
-    }
-    *out = u;
-    return true;
-}
-
 imagen_error *
-imagen__http_json_decode_tensor(const json_t *data, imagen_datatype dt, uint64_t expected, size_t max_bytes,
+imagen__http_json_decode_tensor(const imagen__jv *data, imagen_datatype dt, uint64_t expected, size_t max_bytes,
                                 const char *name, void **out, size_t *out_size)
 {
     *out = NULL;
@@ -197,7 +172,7 @@ imagen__http_json_decode_tensor(const json_t *data, imagen_datatype dt, uint64_t
                                 imagen_datatype_name(dt), name);
     if (dt == IMAGEN_TYPE_INVALID || (int)dt < 0 || (int)dt >= IMAGEN_DATATYPE_COUNT)
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "invalid datatype for input '%s'", name);
-    if (!json_is_array(data))
+    if (!imagen__jv_is(data, IMAGEN_JV_ARRAY))
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Unable to parse 'data' of input '%s': expected an array",
                                 name);
     decoder d;

@@ -131,6 +131,15 @@ imagen_error *imagen_shm_region_create(size_t byte_size, imagen_shm_region **out
 void imagen_shm_region_destroy(imagen_shm_region *region);
 /* Removes the key from /dev/shm now; the mapping stays valid. Idempotent. */
 void imagen_shm_region_unlink(imagen_shm_region *region);
+/* Hands the memory of [offset, offset + byte_size) back to the system: the
+ * whole pages inside the range (a page it only partly covers is kept) read
+ * as zeros afterwards, for this process and for a server that maps the
+ * region, and take memory again only when written. For a region whose
+ * tensors are large and used once: its pages need not stay resident
+ * between jobs. The caller makes sure nobody (the server included) still
+ * needs the bytes. Returns false when the system refused (the bytes are
+ * then unchanged); a range outside the region is clipped to it. */
+bool imagen_shm_region_release(imagen_shm_region *region, size_t offset, size_t byte_size);
 /* The mapping (page-aligned, writable), its size and the key to register.
  * Borrowed; valid until destroy. */
 void *imagen_shm_region_data(const imagen_shm_region *region);
@@ -174,9 +183,25 @@ typedef struct imagen_infer_request {
 } imagen_infer_request;
 
 /* Runs one inference and waits for it. On success *result is owned by the
- * caller (imagen_infer_result_free()). */
+ * caller (imagen_infer_result_free()). Over gRPC, inputs of 64 KiB and more
+ * are sent from the caller's memory, not copied into the request. */
 imagen_error *imagen_client_infer(imagen_client *client, const imagen_infer_request *request,
                                   imagen_infer_result **result);
+
+/* Says that the library no longer reads a request's input bytes. */
+typedef void (*imagen_inputs_done_cb)(void *user_data);
+
+/* imagen_client_infer() that also says when the inputs may go: inputs_done
+ * (NULL = not wanted) is called exactly once, on the calling thread, before
+ * this returns, whatever the outcome, as soon as the library no longer
+ * reads the input bytes: over gRPC when the request has been written out
+ * (before the server has answered), over HTTP once it has been copied into
+ * the request. From then on the caller may free or reuse them, so that a
+ * caller with large inputs does not hold them while a large response comes
+ * back. Everything else as imagen_client_infer(). */
+imagen_error *imagen_client_infer_with_inputs_done(imagen_client *client, const imagen_infer_request *request,
+                                                   imagen_inputs_done_cb inputs_done, void *user_data,
+                                                   imagen_infer_result **result);
 
 /* Completion of an asynchronous infer: exactly one of result and err is
  * non-NULL, and the callback owns it. Runs on a thread of the library; it

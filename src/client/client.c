@@ -212,7 +212,42 @@ imagen__encoded_free(imagen__encoded *enc)
         return;
     free(enc->path);
     free(enc->body);
+    free(enc->pieces);
     free(enc);
+}
+
+bool
+imagen__encoded_detach(imagen__encoded *enc)
+{
+    if (enc->pieces == NULL)
+        return true;
+    char *body = malloc(enc->wire_len ? enc->wire_len : 1);
+    if (body == NULL)
+        return false;
+    size_t off = 0;
+    for (size_t i = 0; i < enc->n_pieces; i++) {
+        const imagen__piece *pc = &enc->pieces[i];
+        if (pc->len > 0)
+            memcpy(body + off, pc->data != NULL ? (const char *)pc->data : enc->body + pc->offset, pc->len);
+        off += pc->len;
+    }
+    free(enc->body);
+    free(enc->pieces);
+    enc->body = body;
+    enc->body_len = off;
+    enc->pieces = NULL;
+    enc->n_pieces = 0;
+    return true;
+}
+
+void
+imagen__inputs_done_fire(imagen__inputs_done *d)
+{
+    if (d == NULL || d->fn == NULL)
+        return;
+    imagen_inputs_done_cb fn = d->fn;
+    d->fn = NULL;
+    fn(d->arg);
 }
 
 static imagen_error *
@@ -233,14 +268,32 @@ check_request(const imagen_infer_request *req)
 }
 
 imagen_error *
+imagen_client_infer_with_inputs_done(imagen_client *c, const imagen_infer_request *req,
+                                     imagen_inputs_done_cb inputs_done, void *user_data, imagen_infer_result **result)
+{
+    imagen__inputs_done done = {inputs_done, user_data};
+    imagen__encoded *enc = NULL;
+    imagen_error *err = check_request(req);
+    if (err == NULL)
+        err = c->t->encode(c, req, &enc);
+    if (err == NULL) {
+        /* A request that borrows nothing holds copies of the inputs
+         * already; one that borrows tells once its pieces are sent. */
+        if (enc->pieces == NULL)
+            imagen__inputs_done_fire(&done);
+        enc->inputs_done = &done;
+        err = c->t->send(c, enc, false, result);
+    }
+    imagen__encoded_free(enc);
+    /* Every path tells, once (fire does nothing the second time). */
+    imagen__inputs_done_fire(&done);
+    return err;
+}
+
+imagen_error *
 imagen_client_infer(imagen_client *c, const imagen_infer_request *req, imagen_infer_result **result)
 {
-    IMAGEN_RETURN_IF_ERROR(check_request(req));
-    imagen__encoded *enc = NULL;
-    IMAGEN_RETURN_IF_ERROR(c->t->encode(c, req, &enc));
-    imagen_error *err = c->t->send(c, enc, false, result);
-    imagen__encoded_free(enc);
-    return err;
+    return imagen_client_infer_with_inputs_done(c, req, NULL, NULL, result);
 }
 
 typedef struct async_call {
@@ -278,7 +331,11 @@ imagen_client_infer_async(imagen_client *c, const imagen_infer_request *req, ima
     if (a == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     imagen_error *err = c->t->encode(c, req, &a->enc);
+    /* The inputs may be freed once this returns: own every byte. */
+    if (err == NULL && !imagen__encoded_detach(a->enc))
+        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory for a %zu-byte request", a->enc->wire_len);
     if (err != NULL) {
+        imagen__encoded_free(a->enc);
         free(a);
         return err;
     }

@@ -12,17 +12,52 @@
 
 #include "imagen/client.h"
 
+/* Who to tell, once, that a request's input bytes are no longer read
+ * (imagen_client_infer_with_inputs_done). fn is cleared when it fires. */
+typedef struct imagen__inputs_done {
+    imagen_inputs_done_cb fn; /* NULL: nobody, or already told */
+    void *arg;
+} imagen__inputs_done;
+
+/* Calls d->fn once (later calls do nothing). Accepts NULL. */
+void imagen__inputs_done_fire(imagen__inputs_done *d);
+
+/* A stretch of an encoded request: bytes of enc->body at `offset` when
+ * data is NULL, else `len` bytes at data, borrowed from the caller's input
+ * tensor (no copy). */
+typedef struct imagen__piece {
+    const uint8_t *data;
+    size_t offset;
+    size_t len;
+} imagen__piece;
+
 /* An infer request in wire form, owned by whoever holds it; made by
- * transport->encode() on the caller's thread, consumed by ->send(). */
+ * transport->encode() on the caller's thread, consumed by ->send().
+ *
+ * A gRPC request whose inputs are large is not packed whole: body holds
+ * everything but the big raw_input_contents, and `pieces` lists the wire
+ * bytes in order, the big ones borrowed from the caller's tensors. Such an
+ * encoding is valid only while the caller keeps its inputs, i.e. during a
+ * synchronous infer; imagen__encoded_detach() turns it into one owned body
+ * (what infer_async() needs). */
 typedef struct imagen__encoded {
-    char *path; /* HTTP: request path; gRPC: unused */
-    char *body; /* HTTP: JSON header + blobs; gRPC: packed ModelInferRequest */
-    size_t body_len;
-    size_t header_len; /* HTTP: Inference-Header-Content-Length */
-    bool shm_outputs;  /* some outputs go to shared memory (no bytes back) */
+    char *path;            /* HTTP: request path; gRPC: unused */
+    char *body;            /* HTTP: JSON header + blobs; gRPC: packed ModelInferRequest, or its owned pieces */
+    size_t body_len;       /* bytes of body in use */
+    size_t header_len;     /* HTTP: Inference-Header-Content-Length */
+    bool shm_outputs;      /* some outputs go to shared memory (no bytes back) */
+    imagen__piece *pieces; /* NULL: body is the whole request */
+    size_t n_pieces;
+    size_t wire_len; /* with pieces: their total, the request's size */
+    /* Fired by ->send() once the borrowed pieces are on their way and no
+     * longer read (NULL: nobody to tell). Set by client.c; borrowed. */
+    imagen__inputs_done *inputs_done;
 } imagen__encoded;
 
 void imagen__encoded_free(imagen__encoded *enc);
+/* Copies the borrowed pieces into one owned body (pieces NULL after); does
+ * nothing when there are none. False on allocation failure, enc unchanged. */
+bool imagen__encoded_detach(imagen__encoded *enc);
 
 /* Which admin document a call wants (imagen__client_transport.get_json). */
 typedef enum {

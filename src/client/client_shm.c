@@ -87,6 +87,25 @@ imagen_shm_region_destroy(imagen_shm_region *r)
     free(r);
 }
 
+bool
+imagen_shm_region_release(imagen_shm_region *r, size_t offset, size_t byte_size)
+{
+    if (r == NULL || offset >= r->size)
+        return true;
+    if (byte_size > r->size - offset)
+        byte_size = r->size - offset;
+    /* Whole pages only: the page a range starts or ends in may hold the
+     * neighbouring tensor's bytes. The mapping is page-aligned. */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t start = (offset + page - 1) / page * page, end = (offset + byte_size) / page * page;
+    if (end <= start)
+        return true;
+    /* MADV_REMOVE frees the shared object's pages themselves (a hole
+     * punched in it), not just this mapping's view: the server's mapping
+     * of them goes too, and later reads of either side see zeros. */
+    return madvise((char *)r->data + start, end - start, MADV_REMOVE) == 0;
+}
+
 void *
 imagen_shm_region_data(const imagen_shm_region *r)
 {

@@ -122,8 +122,10 @@ step(VipsImage **img, int rc, VipsImage **next)
     return rc == 0;
 }
 
-imagen_error *
-imagen_image_decode(const void *data, size_t size, imagen_image *image)
+/* Opens an image for decoding: orientation applied, sRGB, 8 bits. *out is
+ * owned (g_object_unref); nothing is decoded yet. */
+static imagen_error *
+decode_open(const void *data, size_t size, VipsImage **out)
 {
     VipsImage *img = NULL, *next = NULL;
     IMAGEN_RETURN_IF_ERROR(load(data, size, VIPS_ACCESS_SEQUENTIAL, &img));
@@ -146,49 +148,121 @@ imagen_image_decode(const void *data, size_t size, imagen_image *image)
         return vips_failure(IMAGEN_ERR_INVALID_ARG, "cannot decode input");
     if (vips_image_get_format(img) != VIPS_FORMAT_UCHAR && !step(&img, vips_cast_uchar(img, &next, NULL), &next))
         return vips_failure(IMAGEN_ERR_INVALID_ARG, "cannot decode input");
+    *out = img;
+    return NULL;
+}
 
+/* Where decode_rows puts the pixels vips hands it. */
+typedef struct pixel_sink {
+    uint8_t *rgb;   /* width × height × 3 */
+    uint8_t *alpha; /* width × height, NULL without alpha */
+    int width, bands;
+    bool opaque; /* every alpha value seen so far is 255 */
+} pixel_sink;
+
+/* vips_sink_disc's writer: called for consecutive bands of whole rows, top
+ * to bottom, one call at a time. Splits them into RGB and alpha. */
+static int
+decode_rows(VipsRegion *region, VipsRect *area, void *arg)
+{
+    pixel_sink *s = arg;
+    for (int y = 0; y < area->height; y++) {
+        const uint8_t *p = (const uint8_t *)VIPS_REGION_ADDR(region, area->left, area->top + y);
+        size_t first = (size_t)(area->top + y) * s->width + area->left, n = (size_t)area->width;
+        uint8_t *rgb = s->rgb + first * 3;
+        if (s->bands == 3) {
+            memcpy(rgb, p, n * 3);
+            continue;
+        }
+        uint8_t *alpha = s->alpha != NULL ? s->alpha + first : NULL;
+        for (size_t x = 0; x < n; x++, p += s->bands) {
+            if (s->bands >= 3) {
+                rgb[3 * x] = p[0];
+                rgb[3 * x + 1] = p[1];
+                rgb[3 * x + 2] = p[2];
+            } else {
+                rgb[3 * x] = rgb[3 * x + 1] = rgb[3 * x + 2] = p[0];
+            }
+            if (alpha != NULL) {
+                alpha[x] = p[s->bands == 2 ? 1 : 3];
+                s->opaque = s->opaque && alpha[x] == 255;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Decodes an opened image's pixels into rgb (its width × height × 3) and,
+ * when it has alpha that is not opaque everywhere, a new plane *alpha
+ * (owned, free()); NULL otherwise. Consumes img. vips writes the rows
+ * straight into rgb: no whole-image buffer of its own. */
+static imagen_error *
+decode_pixels(VipsImage *img, uint8_t *rgb, uint8_t **alpha)
+{
     int w = vips_image_get_width(img), h = vips_image_get_height(img), bands = vips_image_get_bands(img);
-    size_t mem_size = 0;
-    uint8_t *mem = vips_image_write_to_memory(img, &mem_size);
-    g_object_unref(img);
-    if (mem == NULL)
-        return vips_failure(IMAGEN_ERR_INVALID_ARG, "cannot decode input");
-
-    size_t pixels = (size_t)w * h;
-    uint8_t *rgb = malloc(pixels * 3);
     bool has_alpha = bands == 2 || bands >= 4;
-    uint8_t *alpha = has_alpha ? malloc(pixels) : NULL;
-    if (rgb == NULL || (has_alpha && alpha == NULL)) {
-        g_free(mem);
-        free(rgb);
-        free(alpha);
+    pixel_sink s = {rgb, NULL, w, bands, true};
+    if (has_alpha && (s.alpha = malloc((size_t)w * h)) == NULL) {
+        g_object_unref(img);
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory for a %dx%d image", w, h);
     }
-    bool opaque = true;
-    for (size_t i = 0; i < pixels; i++) {
-        const uint8_t *p = mem + i * bands;
-        if (bands >= 3) {
-            rgb[3 * i] = p[0];
-            rgb[3 * i + 1] = p[1];
-            rgb[3 * i + 2] = p[2];
-        } else {
-            rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = p[0];
-        }
-        if (has_alpha) {
-            alpha[i] = p[bands == 2 ? 1 : 3];
-            opaque = opaque && alpha[i] == 255;
-        }
+    int rc = vips_sink_disc(img, decode_rows, &s);
+    g_object_unref(img);
+    if (rc != 0) {
+        free(s.alpha);
+        return vips_failure(IMAGEN_ERR_INVALID_ARG, "cannot decode input");
     }
-    g_free(mem);
     /* An alpha channel that is opaque everywhere says nothing: dropping it
      * keeps the input's format and saves the alpha work. */
-    if (has_alpha && opaque) {
-        free(alpha);
-        alpha = NULL;
+    if (s.alpha != NULL && s.opaque) {
+        free(s.alpha);
+        s.alpha = NULL;
+    }
+    *alpha = s.alpha;
+    return NULL;
+}
+
+imagen_error *
+imagen_image_decode(const void *data, size_t size, imagen_image *image)
+{
+    VipsImage *img = NULL;
+    IMAGEN_RETURN_IF_ERROR(decode_open(data, size, &img));
+    int w = vips_image_get_width(img), h = vips_image_get_height(img);
+    uint8_t *rgb = malloc((size_t)w * h * 3), *alpha = NULL;
+    if (rgb == NULL) {
+        g_object_unref(img);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory for a %dx%d image", w, h);
+    }
+    imagen_error *err = decode_pixels(img, rgb, &alpha);
+    if (err != NULL) {
+        free(rgb);
+        return err;
     }
     image->width = w;
     image->height = h;
     image->rgb = rgb;
+    image->alpha = alpha;
+    image->format = format_of(data, size);
+    return NULL;
+}
+
+imagen_error *
+imagen_image_decode_into(const void *data, size_t size, uint8_t *rgb, int width, int height, imagen_image *image)
+{
+    VipsImage *img = NULL;
+    IMAGEN_RETURN_IF_ERROR(decode_open(data, size, &img));
+    int w = vips_image_get_width(img), h = vips_image_get_height(img);
+    if (w != width || h != height) {
+        g_object_unref(img);
+        return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                "cannot decode input: it decodes to %dx%d, not the %dx%d its header gave", w, h, width,
+                                height);
+    }
+    uint8_t *alpha = NULL;
+    IMAGEN_RETURN_IF_ERROR(decode_pixels(img, rgb, &alpha));
+    image->width = w;
+    image->height = h;
+    image->rgb = NULL;
     image->alpha = alpha;
     image->format = format_of(data, size);
     return NULL;

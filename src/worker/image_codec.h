@@ -41,6 +41,16 @@ imagen_error *imagen_image_probe(const void *data, size_t size, int *width, int 
  * decode input: ..."), never grey fill. */
 imagen_error *imagen_image_decode(const void *data, size_t size, imagen_image *image);
 
+/* imagen_image_decode() into the caller's buffer: rgb (width × height × 3
+ * bytes, borrowed) receives the pixels, so that they can be decoded
+ * straight into a request's tensor or a shared-memory region. width and
+ * height are what imagen_image_probe() gave; an image that decodes to
+ * another size is INVALID_ARG. On success image->rgb is NULL (the pixels
+ * are the caller's) and image->alpha as for imagen_image_decode(); on
+ * failure rgb holds anything. */
+imagen_error *imagen_image_decode_into(const void *data, size_t size, uint8_t *rgb, int width, int height,
+                                       imagen_image *image);
+
 /* Frees the members; accepts a zeroed image. */
 void imagen_image_clear(imagen_image *image);
 

@@ -7,6 +7,14 @@
  * server's model config once per model and kept for the context's life.
  * Tensors go through a system shared-memory region when the server allows
  * it: one region per context, re-created larger when a job needs more.
+ *
+ * Memory: a whole-image job holds each image-sized buffer once, and only
+ * while it is needed. The input is decoded straight into the request's
+ * tensor (the region, or a buffer the client sends from where it is and
+ * that is freed as soon as it has been written out, before the response
+ * comes); the result is encoded from where it arrived (the region, or the
+ * response's own buffer); a large region's pages are handed back once
+ * used. So a job peaks at about one decoded and one result image.
  */
 #include "worker/pipeline.h"
 
@@ -42,6 +50,13 @@
 #define SHM_SHRINK_ABOVE (64u << 20)
 /* Offsets of tensors inside the region: cache-line aligned. */
 #define SHM_ALIGN 64
+/* A tensor of the region this large or larger has its pages handed back
+ * to the system as soon as it has been used (the input once the server
+ * has answered, the output once encoded): a region sized for a 12 MP
+ * photo would otherwise keep two whole images resident between jobs, and
+ * the next job's decoding would come on top of them. Below it the pages
+ * stay: refaulting them each job would cost more than they weigh. */
+#define SHM_RELEASE_MIN_BYTES (8u << 20)
 
 typedef struct model_info {
     char *name;
@@ -245,7 +260,8 @@ typedef struct batch {
     const imagen_job_spec *spec;
     const model_info *model;
     int n, h, w, oh, ow, out_channels;
-    uint8_t *input;              /* n × h × w × 3: in the region, or scratch */
+    uint8_t *input;              /* n × h × w × 3: in the region, scratch, or owned_input */
+    uint8_t *owned_input;        /* input when the batch allocated it: freed once sent */
     const uint8_t *output;       /* the output's bytes once run */
     imagen_infer_result *result; /* holds output when not in the region */
     size_t out_offset;           /* of the output in the region */
@@ -265,15 +281,48 @@ batch_out_bytes(const batch *b)
 }
 
 /* Points b->input at where the batch's pixels are to be written: the
- * region when there is one, else `scratch` (at least batch_in_bytes). */
+ * region when there is one, else `scratch` (at least batch_in_bytes), or
+ * with scratch NULL a buffer of the batch's own (owned_input), which
+ * batch_run frees as soon as the request is sent. */
 static imagen_error *
 batch_place(imagen_pipeline *p, batch *b, uint8_t *scratch)
 {
     b->out_offset = align_up(batch_in_bytes(b), SHM_ALIGN);
     IMAGEN_RETURN_IF_ERROR(ensure_region(p, b->out_offset + batch_out_bytes(b)));
     b->in_region = p->region != NULL;
-    b->input = b->in_region ? imagen_shm_region_data(p->region) : scratch;
+    free(b->owned_input);
+    b->owned_input = NULL;
+    if (b->in_region) {
+        b->input = imagen_shm_region_data(p->region);
+    } else if (scratch != NULL) {
+        b->input = scratch;
+    } else {
+        b->input = b->owned_input = malloc(batch_in_bytes(b));
+        if (b->input == NULL)
+            return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory for a %dx%d image", b->w, b->h);
+    }
     return NULL;
+}
+
+/* imagen_inputs_done_cb of a batch with its own input buffer: the request
+ * is on its way and the pixels are no longer needed, so they go before
+ * the response (as large) comes in. */
+static void
+batch_input_sent(void *arg)
+{
+    batch *b = arg;
+    free(b->owned_input);
+    b->owned_input = NULL;
+    b->input = NULL;
+}
+
+/* Hands the pages of [offset, offset + len) of the region back when they
+ * are worth it (SHM_RELEASE_MIN_BYTES). */
+static void
+region_release(imagen_pipeline *p, size_t offset, size_t len)
+{
+    if (p->region != NULL && len >= SHM_RELEASE_MIN_BYTES)
+        imagen_shm_region_release(p->region, offset, len);
 }
 
 static imagen_error *
@@ -334,9 +383,14 @@ batch_run(imagen_pipeline *p, batch *b, double *infer_ms)
         req.output_shm = output_shm;
     }
     double t0 = now_ms();
-    imagen_error *err = imagen_client_infer(p->client, &req, &b->result);
+    imagen_error *err = b->owned_input != NULL
+                            ? imagen_client_infer_with_inputs_done(p->client, &req, batch_input_sent, b, &b->result)
+                            : imagen_client_infer(p->client, &req, &b->result);
     *infer_ms += now_ms() - t0;
     p->used_shm = b->in_region;
+    /* The server has read the input (it answered, or it failed). */
+    if (b->in_region)
+        region_release(p, 0, batch_in_bytes(b));
     if (err != NULL) {
         /* The server may be restarting; a new one will not know the region,
          * and its key is unlinked: start over with a new region. */
@@ -360,11 +414,13 @@ batch_run(imagen_pipeline *p, batch *b, double *infer_ms)
     return NULL;
 }
 
+/* Writes a placed batch's input pixels (b->input). */
+typedef imagen_error *(*batch_fill_fn)(batch *b, void *arg);
+
 /* Runs a batch, once more on a fresh region if the server had lost it
  * (restarted between two jobs: the region is gone, the server is back). */
 static imagen_error *
-batch_run_retry(imagen_pipeline *p, batch *b, uint8_t *scratch, double *infer_ms, void (*fill)(batch *, void *),
-                void *fill_arg)
+batch_run_retry(imagen_pipeline *p, batch *b, uint8_t *scratch, double *infer_ms, batch_fill_fn fill, void *fill_arg)
 {
     imagen_error *err = batch_run(p, b, infer_ms);
     if (err == NULL || !b->in_region || imagen_error_code_of(err) != IMAGEN_ERR_NOT_FOUND)
@@ -373,37 +429,56 @@ batch_run_retry(imagen_pipeline *p, batch *b, uint8_t *scratch, double *infer_ms
     imagen_infer_result_free(b->result);
     b->result = NULL;
     IMAGEN_RETURN_IF_ERROR(batch_place(p, b, scratch));
-    fill(b, fill_arg);
+    IMAGEN_RETURN_IF_ERROR(fill(b, fill_arg));
     return batch_run(p, b, infer_ms);
 }
 
 /* ---- whole images -------------------------------------------------------------------- */
 
-static void
+typedef struct whole_fill {
+    const unsigned char *input; /* the encoded image */
+    size_t input_size;
+    imagen_image *image; /* gets the alpha plane and format */
+    double decode_ms;
+} whole_fill;
+
+/* Decodes the image straight into the request's tensor: the region, or
+ * the batch's own buffer (sent from where it is, then freed), so the
+ * decoded pixels exist once. On a retry (a new region) it decodes again:
+ * the first region, and the pixels in it, are gone. */
+static imagen_error *
 fill_whole(batch *b, void *arg)
 {
-    const imagen_image *image = arg;
-    /* Without a region the request reads the decoded pixels in place. */
-    if (b->input != image->rgb)
-        memcpy(b->input, image->rgb, batch_in_bytes(b));
+    whole_fill *f = arg;
+    imagen_image_clear(f->image);
+    double t0 = now_ms();
+    imagen_error *err = imagen_image_decode_into(f->input, f->input_size, b->input, b->w, b->h, f->image);
+    f->decode_ms += now_ms() - t0;
+    return err;
 }
 
-/* One request [1, H, W, 3]. On success *pixels is the output (owned:
- * *owned, or borrowed from *result / the region). */
+/* One request [1, H, W, 3], decoded from `input` into the request itself.
+ * On success b->output is the output, borrowed from b->result or the
+ * region; image has the input's alpha plane and format. */
 static imagen_error *
-run_whole(imagen_pipeline *p, batch *b, const imagen_image *image, imagen_stage_times *t)
+run_whole(imagen_pipeline *p, batch *b, const unsigned char *input, size_t input_size, imagen_image *image,
+          imagen_stage_times *t)
 {
     /* One image, alone: requests of other workers and threads are what the
      * server's dynamic batcher puts it with. */
     b->n = 1;
-    uint8_t *scratch = image->rgb;
+    whole_fill f = {input, input_size, image, 0};
     double t0 = now_ms();
-    imagen_error *err = batch_place(p, b, scratch);
-    if (err == NULL)
-        fill_whole(b, (void *)image);
+    imagen_error *err = batch_place(p, b, NULL);
     t->pre_ms += now_ms() - t0;
     if (err == NULL)
-        err = batch_run_retry(p, b, scratch, &t->infer_ms, fill_whole, (void *)image);
+        err = fill_whole(b, &f);
+    if (err == NULL)
+        err = batch_run_retry(p, b, NULL, &t->infer_ms, fill_whole, &f);
+    t->decode_ms += f.decode_ms;
+    /* Normally freed once sent; still here when the request never left. */
+    free(b->owned_input);
+    b->owned_input = NULL;
     return err;
 }
 
@@ -415,13 +490,14 @@ typedef struct tile_fill {
     int first, real; /* tiles first .. first + real - 1 */
 } tile_fill;
 
-static void
+static imagen_error *
 fill_tiles(batch *b, void *arg)
 {
     const tile_fill *f = arg;
     size_t tile_bytes = (size_t)b->h * b->w * 3;
     for (int k = 0; k < f->real; k++)
         imagen_tile_extract(f->image->rgb, 3, f->grid, f->first + k, b->input + (size_t)k * tile_bytes);
+    return NULL;
 }
 
 /* Tiles of the grid, max_batch_size per request, stitched into out
@@ -452,7 +528,7 @@ run_tiled(imagen_pipeline *p, batch *proto, const imagen_image *image, const ima
         double t0 = now_ms();
         err = batch_place(p, &b, scratch);
         if (err == NULL)
-            fill_tiles(&b, &f);
+            err = fill_tiles(&b, &f);
         t->pre_ms += now_ms() - t0;
         if (err == NULL)
             err = batch_run_retry(p, &b, scratch, &t->infer_ms, fill_tiles, &f);
@@ -541,13 +617,12 @@ imagen_pipeline_process(imagen_pipeline *p, const imagen_job_spec *spec, const u
         IMAGEN_RETURN_IF_ERROR(check_limits(model, op->name, what, (uint64_t)w * scale, (uint64_t)h * scale));
     }
 
-    t0 = now_ms();
-    IMAGEN_RETURN_IF_ERROR(imagen_image_decode(input, input_size, &image));
-    t->decode_ms += now_ms() - t0;
-    w = image.width;
-    h = image.height;
+    /* w and h are the probed size, which decoding checks it gets. */
     int ow = w * scale, oh = h * scale;
     int out_channels = op->output_rgba ? 4 : 3;
+    /* Bytes of the region holding the result, when it is there; handed
+     * back once encoded. */
+    size_t region_out_offset = 0, region_out_bytes = 0;
 
     batch proto = {.op = op,
                    .spec = spec,
@@ -561,17 +636,31 @@ imagen_pipeline_process(imagen_pipeline *p, const imagen_job_spec *spec, const u
     imagen_tile_grid grid;
     imagen_tile_grid_plan(w, h, p->tile_size, p->tile_overlap, &grid);
     if (hooks->tiled && imagen_tile_grid_count(&grid) > 1) {
-        owned = malloc((size_t)ow * oh * 3);
-        err = owned == NULL ? imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory for a %dx%d result", ow, oh)
-                            : run_tiled(p, &proto, &image, &grid, scale, owned, t);
+        /* Tiles are cut from the whole decoded image. */
+        t0 = now_ms();
+        err = imagen_image_decode(input, input_size, &image);
+        t->decode_ms += now_ms() - t0;
+        if (err == NULL && (image.width != w || image.height != h))
+            err = imagen_error_new(IMAGEN_ERR_INVALID_ARG,
+                                   "cannot decode input: it decodes to %dx%d, not the %dx%d its header gave",
+                                   image.width, image.height, w, h);
+        if (err == NULL && (owned = malloc((size_t)ow * oh * 3)) == NULL)
+            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory for a %dx%d result", ow, oh);
+        if (err == NULL)
+            err = run_tiled(p, &proto, &image, &grid, scale, owned, t);
         pixels = owned;
     } else {
+        /* Decoded into the request, sent, freed (or left in the region);
+         * the output is borrowed from the result or the region, both of
+         * which stay as they are until this job is encoded: no copy. */
         batch b = proto;
-        err = run_whole(p, &b, &image, t);
+        err = run_whole(p, &b, input, input_size, &image, t);
         whole_result = b.result;
         pixels = b.output;
-        /* Borrowed from the result or the region, both of which stay as
-         * they are until this job is encoded: no copy. */
+        if (b.in_region) {
+            region_out_offset = b.out_offset;
+            region_out_bytes = batch_out_bytes(&b);
+        }
     }
     if (err != NULL)
         goto done;
@@ -631,6 +720,8 @@ imagen_pipeline_process(imagen_pipeline *p, const imagen_job_spec *spec, const u
     }
 
 done:
+    /* Encoded (or failed): the region's copy of the result is done with. */
+    region_release(p, region_out_offset, region_out_bytes);
     imagen_infer_result_free(whole_result);
     free(owned);
     imagen_image_clear(&image);

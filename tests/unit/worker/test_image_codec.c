@@ -212,6 +212,59 @@ test_plane_resize_exact(void)
     free(out);
 }
 
+/* decode_into writes exactly what decode gives into the caller's buffer,
+ * for plain RGB, grey (expanded) and RGBA (alpha apart) inputs of a size
+ * that vips decodes in several strips, and refuses another size. */
+static void
+test_decode_into_matches_decode(void)
+{
+    int w = 301, h = 257;
+    uint8_t *px = malloc((size_t)w * h * 4);
+    for (size_t i = 0; i < (size_t)w * h * 4; i++)
+        px[i] = (uint8_t)(i * 7 + i / 1001);
+    struct {
+        int channels;
+        const char *fmt;
+    } cases[] = {{3, "png"}, {4, "png"}, {3, "jpg"}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        unsigned char *data = NULL;
+        size_t size = 0;
+        CHECK_OK(imagen_image_encode(px, w, h, cases[c].channels, cases[c].fmt, 90, &data, &size));
+        imagen_image a = {0}, b = {0};
+        CHECK_OK(imagen_image_decode(data, size, &a));
+        uint8_t *rgb = malloc((size_t)w * h * 3);
+        CHECK_OK(imagen_image_decode_into(data, size, rgb, w, h, &b));
+        CHECK(b.rgb == NULL);
+        CHECK_INT_EQ(b.width, w);
+        CHECK_INT_EQ(b.height, h);
+        CHECK_STR_EQ(b.format, a.format);
+        CHECK(a.rgb != NULL && memcmp(a.rgb, rgb, (size_t)w * h * 3) == 0);
+        CHECK((a.alpha == NULL) == (b.alpha == NULL));
+        if (a.alpha != NULL && b.alpha != NULL)
+            CHECK(memcmp(a.alpha, b.alpha, (size_t)w * h) == 0);
+        imagen_image_clear(&b);
+        CHECK_ERR(imagen_image_decode_into(data, size, rgb, w - 1, h, &b), IMAGEN_ERR_INVALID_ARG, "301x257");
+        CHECK_ERR(imagen_image_decode_into(data, size * 2 / 3, rgb, w, h, &b), IMAGEN_ERR_INVALID_ARG,
+                  "cannot decode input");
+        free(rgb);
+        imagen_image_clear(&a);
+        free(data);
+    }
+    /* Grey comes back as three equal channels. */
+    VipsImage *grey = constant(40, 30, 1, VIPS_FORMAT_UCHAR, 77);
+    size_t size = 0;
+    void *png = save(grey, ".png", &size);
+    uint8_t rgb[40 * 30 * 3];
+    imagen_image out = {0};
+    CHECK_OK(imagen_image_decode_into(png, size, rgb, 40, 30, &out));
+    CHECK_INT_EQ(rgb[0], 77);
+    CHECK_INT_EQ(rgb[sizeof(rgb) - 1], 77);
+    CHECK(out.alpha == NULL);
+    g_free(png);
+    g_object_unref(grey);
+    free(px);
+}
+
 int
 main(void)
 {
@@ -223,6 +276,7 @@ main(void)
     RUN(test_encode_formats);
     RUN(test_truncated_is_an_error);
     RUN(test_plane_resize_exact);
+    RUN(test_decode_into_matches_decode);
     vips_shutdown();
     TEST_MAIN_END();
 }

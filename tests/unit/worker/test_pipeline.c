@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@
 typedef struct server {
     pid_t pid;
     imagen_client *client;
+    int http_port;
 } server;
 
 static int
@@ -60,7 +62,8 @@ server_start(server *s, bool allow_shm)
     char repo[1024], http[64], grpc[64], url[64];
     int grpc_port = free_port();
     snprintf(repo, sizeof(repo), "--model-repository=%s/models", src != NULL ? src : ".");
-    snprintf(http, sizeof(http), "--http-port=%d", free_port());
+    s->http_port = free_port();
+    snprintf(http, sizeof(http), "--http-port=%d", s->http_port);
     snprintf(grpc, sizeof(grpc), "--grpc-port=%d", grpc_port);
     s->pid = fork();
     if (s->pid == 0) {
@@ -523,6 +526,231 @@ test_shm_refused_and_server_gone(void)
     free(photo);
 }
 
+/* ---- large tensors: sent in place, released early, parsed from slices ---- */
+
+/* A w × h RGB image of noise (JPEG or zlib would not shrink it), as the
+ * enhance model's STRENGTH 0 returns it exactly: an echo to check that
+ * every byte went there and came back. */
+static uint8_t *
+make_noise(int w, int h, uint32_t seed)
+{
+    uint8_t *px = malloc((size_t)w * h * 3);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        px[i] = (uint8_t)(seed >> 24);
+    }
+    return px;
+}
+
+/* What an inputs_done callback saw. */
+typedef struct inputs_seen {
+    int calls;
+    uint8_t *input; /* scribbled over when told: the library must not read it any more */
+    size_t size;
+} inputs_seen;
+
+static void
+on_inputs_done(void *arg)
+{
+    inputs_seen *seen = arg;
+    seen->calls++;
+    memset(seen->input, 0, seen->size);
+}
+
+/* Runs enhance at STRENGTH 0 on `px` (w × h) with `client`; true when the
+ * output is `want`. inputs_done as in imagen_client_infer_with_inputs_done. */
+static bool
+echo(imagen_client *client, const uint8_t *px, int w, int h, const uint8_t *want, imagen_inputs_done_cb inputs_done,
+     void *arg)
+{
+    int64_t shape[4] = {1, h, w, 3}, sshape[2] = {1, 1};
+    float strength = 0;
+    imagen_tensor inputs[2] = {
+        {.name = "IMAGE",
+         .datatype = IMAGEN_TYPE_UINT8,
+         .shape = shape,
+         .rank = 4,
+         .data = px,
+         .byte_size = (size_t)w * h * 3},
+        {.name = "STRENGTH",
+         .datatype = IMAGEN_TYPE_FP32,
+         .shape = sshape,
+         .rank = 2,
+         .data = &strength,
+         .byte_size = 4},
+    };
+    const char *outputs[] = {"IMAGE"};
+    imagen_infer_request req = {
+        .model = "enhance", .inputs = inputs, .n_inputs = 2, .outputs = outputs, .n_outputs = 1};
+    imagen_infer_result *res = NULL;
+    imagen_error *err = imagen_client_infer_with_inputs_done(client, &req, inputs_done, arg, &res);
+    if (err != NULL) {
+        fprintf(stderr, "infer failed: %s\n", imagen_error_message(err));
+        imagen_error_free(err);
+        return false;
+    }
+    const imagen_tensor *t = imagen_infer_result_output_by_name(res, "IMAGE");
+    bool ok = t != NULL && t->byte_size == (size_t)w * h * 3 && memcmp(t->data, want, t->byte_size) == 0;
+    imagen_infer_result_free(res);
+    return ok;
+}
+
+typedef struct async_echo {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    imagen_infer_result *result;
+    imagen_error *err;
+} async_echo;
+
+static void
+on_async_done(imagen_infer_result *result, imagen_error *err, void *arg)
+{
+    async_echo *a = arg;
+    pthread_mutex_lock(&a->mu);
+    a->result = result;
+    a->err = err;
+    a->done = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* Over gRPC a large input is sent from the caller's memory: inputs_done
+ * fires once, before the call returns, and from then on the bytes may be
+ * overwritten without the server seeing it; the response, far larger than
+ * one read from the socket, is put back together from its slices. An
+ * asynchronous infer owns its copy, so the caller may free the input as
+ * soon as it returns. Over HTTP inputs_done fires too. */
+static void
+test_large_tensors_in_place(void)
+{
+    int w = 1000, h = 700; /* 2.1 MB each way */
+    uint8_t *want = make_noise(w, h, 7);
+    size_t size = (size_t)w * h * 3;
+    uint8_t *px = malloc(size);
+
+    memcpy(px, want, size);
+    inputs_seen seen = {0, px, size};
+    CHECK(echo(srv.client, px, w, h, want, on_inputs_done, &seen));
+    CHECK_INT_EQ(seen.calls, 1);
+    CHECK_INT_EQ(px[size - 1], 0); /* scribbled over by the callback */
+
+    memcpy(px, want, size);
+    CHECK(echo(srv.client, px, w, h, want, NULL, NULL));
+
+    /* Small enough to be copied into the request: told right away. */
+    uint8_t small_want[16 * 16 * 3], small[16 * 16 * 3];
+    memcpy(small_want, want, sizeof(small_want));
+    memcpy(small, want, sizeof(small));
+    inputs_seen small_seen = {0, small, sizeof(small)};
+    CHECK(echo(srv.client, small, 16, 16, small_want, on_inputs_done, &small_seen));
+    CHECK_INT_EQ(small_seen.calls, 1);
+
+    /* Refused before anything is sent: told all the same. */
+    imagen_infer_request bad = {.model = ""};
+    imagen_infer_result *res = NULL;
+    seen.calls = 0;
+    CHECK_ERR(imagen_client_infer_with_inputs_done(srv.client, &bad, on_inputs_done, &seen, &res),
+              IMAGEN_ERR_INVALID_ARG, "model");
+    CHECK_INT_EQ(seen.calls, 1);
+
+    async_echo a = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    uint8_t *tmp = malloc(size);
+    memcpy(tmp, want, size);
+    int64_t shape[4] = {1, h, w, 3};
+    imagen_tensor in = {
+        .name = "IMAGE", .datatype = IMAGEN_TYPE_UINT8, .shape = shape, .rank = 4, .data = tmp, .byte_size = size};
+    imagen_infer_request req = {.model = "enhance", .inputs = &in, .n_inputs = 1};
+    imagen_error *err = imagen_client_infer_async(srv.client, &req, on_async_done, &a);
+    CHECK(err == NULL);
+    memset(tmp, 0, size);
+    free(tmp);
+    if (err == NULL) {
+        pthread_mutex_lock(&a.mu);
+        while (!a.done)
+            pthread_cond_wait(&a.cv, &a.mu);
+        pthread_mutex_unlock(&a.mu);
+        CHECK(a.err == NULL);
+        /* No STRENGTH: the default enhancement, not an echo; what matters
+         * is that the server got the image whole (the shape came back). */
+        const imagen_tensor *t = a.result != NULL ? imagen_infer_result_output_by_name(a.result, "IMAGE") : NULL;
+        CHECK(t != NULL && t->byte_size == size);
+        imagen_infer_result_free(a.result);
+        imagen_error_free(a.err);
+    } else {
+        imagen_error_free(err);
+    }
+
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", srv.http_port);
+    imagen_client *http = NULL;
+    CHECK_OK(imagen_client_create(url, &http));
+    if (http != NULL) {
+        memcpy(px, want, size);
+        seen = (inputs_seen){0, px, size};
+        CHECK(echo(http, px, w, h, want, on_inputs_done, &seen));
+        CHECK_INT_EQ(seen.calls, 1);
+        imagen_client_destroy(http);
+    }
+    free(px);
+    free(want);
+}
+
+/* A region's pages can be handed back: whole pages inside the range read
+ * zero afterwards, the pages it only touches keep their bytes. */
+static void
+test_shm_region_release(void)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    imagen_shm_region *r = NULL;
+    CHECK_OK(imagen_shm_region_create(4 * page, &r));
+    if (r == NULL)
+        return;
+    uint8_t *d = imagen_shm_region_data(r);
+    memset(d, 0xab, 4 * page);
+    CHECK(imagen_shm_region_release(r, 100, 2 * page + 200)); /* whole page: [page, 2 page) */
+    CHECK_INT_EQ(d[page - 1], 0xab);
+    CHECK_INT_EQ(d[page], 0);
+    CHECK_INT_EQ(d[2 * page - 1], 0);
+    CHECK_INT_EQ(d[2 * page], 0xab);
+    CHECK(imagen_shm_region_release(r, 3 * page, 10 * page)); /* clipped to the region */
+    CHECK_INT_EQ(d[3 * page], 0);
+    CHECK_INT_EQ(d[4 * page - 1], 0);
+    CHECK(imagen_shm_region_release(r, 5 * page, page)); /* outside: nothing */
+    /* Released pages are memory again when written. */
+    d[page] = 1;
+    CHECK_INT_EQ(d[page], 1);
+    imagen_shm_region_destroy(r);
+}
+
+/* An image large enough for the region to hand its pages back after each
+ * job (SHM_RELEASE_MIN_BYTES): the next job in the same region, and the
+ * same job through the messages, give the same result. */
+static void
+test_large_image_region_reused(void)
+{
+    int w = 1800, h = 1600;
+    uint8_t *photo = make_photo(w, h);
+    size_t size;
+    unsigned char *jpg = encode(photo, w, h, 3, "jpg", &size);
+    imagen_pipeline *with = pipeline_new(srv.client, 0, 1), *without = pipeline_new(srv.client, 0, 0);
+    imagen_job_spec spec = spec_for("enhance");
+    imagen_job_result a = {0}, b = {0}, c = {0};
+    if (run_job(with, &spec, jpg, size, &a, NULL) && run_job(with, &spec, jpg, size, &b, NULL) &&
+        run_job(without, &spec, jpg, size, &c, NULL)) {
+        CHECK(imagen_pipeline_used_shm(with));
+        CHECK(a.size == b.size && memcmp(a.data, b.data, a.size) == 0);
+        CHECK(a.size == c.size && memcmp(a.data, c.data, a.size) == 0);
+    }
+    free(a.data);
+    free(b.data);
+    free(c.data);
+    imagen_pipeline_destroy(with);
+    imagen_pipeline_destroy(without);
+    free(jpg);
+    free(photo);
+}
+
 int
 main(void)
 {
@@ -543,6 +771,9 @@ main(void)
     RUN(test_shared_memory);
     RUN(test_errors);
     RUN(test_shm_refused_and_server_gone);
+    RUN(test_large_tensors_in_place);
+    RUN(test_shm_region_release);
+    RUN(test_large_image_region_reused);
     server_stop(&srv);
     imagen_client_destroy(srv.client);
     vips_shutdown();

@@ -12,7 +12,9 @@
 # off) answers the same POST with a fixed 200 body of the same bytes as
 # imagen's response. Each point: WARMUP s unmeasured, then DURATION s measured.
 # Server overhead comes from GET /v2/models/identity16/stats deltas around
-# each measured point: (success.ns - compute_infer.ns) / success.count.
+# each measured point: (success.ns - compute_infer.ns) / success.count, and
+# at p50 from the nv_inference_*_summary_us quantiles read after each run
+# (the server runs with summary_latencies; they cover the last minute).
 #
 # REPEAT > 1 measures every point that many times, alternating imagen and
 # nginx; the table shows the run with the median rate and the min-max range.
@@ -51,7 +53,7 @@ http_port=$(free_port)
 metrics_port=$(free_port)
 # shellcheck disable=SC2046
 start_server "$WORK/server.log" $(server_flags "$repo" "$http_port" "$metrics_port") \
-    --http-thread-count="$HTTP_THREADS"
+    --http-thread-count="$HTTP_THREADS" --metrics-config=summary_latencies=true
 imagen_pid=$SERVER_PID
 wait_ready "$http_port" "$imagen_pid"
 url=http://127.0.0.1:$http_port/v2/models/$MODEL/infer
@@ -120,6 +122,8 @@ run_point() {
     if [ "$label" = imagen ]; then
         check_alive "$imagen_pid" "$WORK/server.log" "after the c$c run $r"
         curl -sf "$stats_url" >"$out.stats-after" || die "stats request failed after the c$c run"
+        curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$out.metrics-after" ||
+            die "metrics request failed after the c$c run"
     fi
     echo "  measured $label c=$c run $r: $(sed -n 's/^Requests\/sec:[[:space:]]*//p' "$out.wrk") req/s"
 }

@@ -53,6 +53,8 @@ typedef enum {
 /* Options for imagen_server_create(). Caller-allocated; initialise with
  * imagen_server_options_init() and then set fields. String arrays are
  * borrowed for the duration of imagen_server_create() only. */
+#define IMAGEN_SUMMARY_MAX_QUANTILES 8
+
 typedef struct imagen_server_options {
     const char *const *model_repositories; /* one or more repository roots */
     size_t n_model_repositories;
@@ -70,6 +72,9 @@ typedef struct imagen_server_options {
     int exit_timeout_secs;             /* drain bound on stop; default 30 */
     int cpu_threads;                   /* threads a backend may use in total; 0 = cores */
     bool latency_histograms;           /* keep nv_inference_first_response_histogram_ms */
+    bool latency_summaries;            /* keep the nv_inference_*_summary_us quantiles */
+    double summary_quantiles[IMAGEN_SUMMARY_MAX_QUANTILES]; /* in (0, 1]; default 0.5 0.9 0.95 0.99 0.999 */
+    size_t n_summary_quantiles;
     /* Backends compiled into the program (src/backends/registry.c); the core
      * knows backends only through this table and --backend-directory. */
     const struct imagen_backend *const *builtin_backends;
@@ -196,6 +201,23 @@ typedef enum {
 #define IMAGEN_LATENCY_BUCKET_COUNT 4
 extern const double imagen_latency_buckets_ms[IMAGEN_LATENCY_BUCKET_COUNT];
 
+/* Latency summaries (spec §6.1, nv_inference_*_summary_us): per phase,
+ * quantiles over the last minute and cumulative count and sum. */
+typedef enum {
+    IMAGEN_SUMMARY_REQUEST = 0,
+    IMAGEN_SUMMARY_QUEUE,
+    IMAGEN_SUMMARY_COMPUTE_INPUT,
+    IMAGEN_SUMMARY_COMPUTE_INFER,
+    IMAGEN_SUMMARY_COMPUTE_OUTPUT,
+    IMAGEN_SUMMARY_COUNT
+} imagen_summary_kind;
+
+typedef struct imagen_latency_summary {
+    uint64_t count;                                    /* since load */
+    double sum_us;                                     /* since load */
+    double quantile_us[IMAGEN_SUMMARY_MAX_QUANTILES]; /* last minute; NaN without observations */
+} imagen_latency_summary;
+
 /* A snapshot of one model version's statistics (spec §1.7, §6.1). */
 typedef struct imagen_model_stats {
     char *name;
@@ -213,6 +235,10 @@ typedef struct imagen_model_stats {
     uint64_t latency_bucket_counts[IMAGEN_LATENCY_BUCKET_COUNT]; /* cumulative, per bucket bound */
     uint64_t latency_count;
     double latency_sum_ms;
+    bool has_summaries;
+    size_t n_quantiles; /* the quantiles of summaries[].quantile_us */
+    double quantiles[IMAGEN_SUMMARY_MAX_QUANTILES];
+    imagen_latency_summary summaries[IMAGEN_SUMMARY_COUNT];
     imagen_config_param *metric_tags; /* borrowed copy; owned by the snapshot */
     size_t n_metric_tags;
 } imagen_model_stats;

@@ -133,7 +133,9 @@ static const flag_row flag_table[] = {
      "Refresh interval of the per-interval metrics."},
     {"metrics-config", NULL, FLAG_LIST, OPT(metrics_config), NULL, 0, 0, NULL, "key=value", 0,
      "Repeatable. counter_latencies=<bool> (default true), histogram_latencies=<bool> (default false), "
-     "summary_latencies=<bool> and summary_quantiles=<list> (accepted; not supported yet)."},
+     "summary_latencies=<bool> (default false: the nv_inference_*_summary_us quantiles over the last minute) "
+     "and summary_quantiles=<q>:<error>,... (default 0.5:0.05,0.9:0.01,0.95:0.001,0.99:0.001,0.999:0.001; "
+     "at most 8; values are within about 3 %, whatever error is asked)."},
 
     {.name = "Logging", .type = FLAG_SECTION},
     {"log-verbose", NULL, FLAG_INT, OPT(log_verbose), "0", 0, INT_MAX, NULL, "level", 0,
@@ -389,6 +391,35 @@ find_flag(const char *name, size_t len)
 }
 
 /* Checks one --metrics-config item and applies the settings we use. */
+
+/* summary_quantiles=<q>:<error>[,<q>:<error>...]: 0 < q <= 1. The error is
+ * parsed and checked but not used: the sketches' resolution is fixed. */
+static bool
+parse_quantiles(const char *v, imagen_cli_options *opts)
+{
+    size_t n = 0;
+    const char *p = v;
+    while (*p != '\0') {
+        char *end;
+        double q = strtod(p, &end);
+        if (end == p || *end != ':' || !(q > 0.0 && q <= 1.0))
+            return false;
+        p = end + 1;
+        double e = strtod(p, &end);
+        if (end == p || !(e >= 0.0 && e < 1.0) || (*end != ',' && *end != '\0'))
+            return false;
+        if (n == sizeof(opts->summary_quantiles) / sizeof(opts->summary_quantiles[0]))
+            return false;
+        opts->summary_quantiles[n++] = q;
+        if (*end == ',' && end[1] == '\0')
+            return false; /* a trailing comma */
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0)
+        return false;
+    opts->n_summary_quantiles = n;
+    return true;
+}
 static bool
 apply_metrics_config(imagen_cli_options *opts, const char *item)
 {
@@ -404,7 +435,7 @@ apply_metrics_config(imagen_cli_options *opts, const char *item)
     if (klen == strlen("summary_latencies") && memcmp(item, "summary_latencies", klen) == 0)
         return parse_bool(v, &opts->summary_latencies);
     if (klen == strlen("summary_quantiles") && memcmp(item, "summary_quantiles", klen) == 0)
-        return true;
+        return parse_quantiles(v, opts);
     return false;
 }
 

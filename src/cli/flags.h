@@ -69,7 +69,9 @@ typedef struct imagen_cli_options {
     imagen_cli_list metrics_config; /* k=v; validated by imagen_cli_parse() */
     bool counter_latencies;         /* from metrics_config; default true */
     bool histogram_latencies;       /* from metrics_config; default false */
-    bool summary_latencies;         /* from metrics_config; accepted, unsupported */
+    bool summary_latencies;         /* from metrics_config; default false */
+    double summary_quantiles[8];    /* from metrics_config summary_quantiles; n = 0: the defaults */
+    size_t n_summary_quantiles;
     /* logging */
     int log_verbose; /* 0 = off */
     bool log_info;

@@ -133,8 +133,6 @@ setup_logging(const imagen_cli_options *opts)
 static void
 log_flag_notes(const imagen_cli_options *opts)
 {
-    if (opts->summary_latencies)
-        IMAGEN_LOG_WARN_(COMPONENT, "--metrics-config summary_latencies is not supported yet; ignored");
     if (opts->strict_model_config)
         IMAGEN_LOG_WARN_(COMPONENT, "--strict-model-config is deprecated; use --disable-auto-complete-config");
     if (opts->load_models.n > 0 && opts->model_control_mode != IMAGEN_CLI_CONTROL_EXPLICIT)
@@ -163,6 +161,11 @@ fill_server_options(const imagen_cli_options *opts, imagen_server_options *so)
     so->exit_timeout_secs = opts->exit_timeout_secs;
     so->cpu_threads = opts->cpu_threads;
     so->latency_histograms = opts->histogram_latencies;
+    so->latency_summaries = opts->summary_latencies;
+    if (opts->n_summary_quantiles > 0) {
+        so->n_summary_quantiles = opts->n_summary_quantiles;
+        memcpy(so->summary_quantiles, opts->summary_quantiles, opts->n_summary_quantiles * sizeof(double));
+    }
     so->builtin_backends = imagen_builtin_backends;
     so->n_builtin_backends = imagen_builtin_backend_count;
 }
@@ -181,6 +184,7 @@ start_endpoints(const imagen_cli_options *opts, shutdown_ctx *ctx)
         mo.port = opts->metrics_port;
         mo.counter_latencies = opts->counter_latencies;
         mo.histogram_latencies = opts->histogram_latencies;
+        mo.summary_latencies = opts->summary_latencies;
         mo.allow_cpu_metrics = opts->allow_cpu_metrics;
         mo.interval_ms = (unsigned)opts->metrics_interval_ms;
         err = imagen_metrics_start(ctx->server, &mo, &ctx->metrics);

@@ -34,7 +34,10 @@ typedef struct imagen_stats imagen_stats;
 
 /* Creates counters for one model version; batch sizes up to max_batch get
  * their own row. Owned; ref-counted with imagen_stats_ref/unref. */
-imagen_stats *imagen_stats_new(const char *name, int64_t version, size_t max_batch, bool histogram);
+/* summaries: keep the quantiles of summary_quantiles (n of them, at most
+ * IMAGEN_SUMMARY_MAX_QUANTILES) for nv_inference_*_summary_us. */
+imagen_stats *imagen_stats_new(const char *name, int64_t version, size_t max_batch, bool histogram, bool summaries,
+                               const double *summary_quantiles, size_t n_quantiles);
 imagen_stats *imagen_stats_ref(imagen_stats *st);
 void imagen_stats_unref(imagen_stats *st);
 /* Re-sizes the batch table after a reload with a larger max_batch_size; the

@@ -605,7 +605,8 @@ load_entry(imagen_repository *repo, model_entry *e, const char *override_json)
             set_reason(&s->reason, "");
         }
         if (s->stats == NULL)
-            s->stats = imagen_stats_new(e->name, chosen[i], 1, o->latency_histograms);
+            s->stats = imagen_stats_new(e->name, chosen[i], 1, o->latency_histograms, o->latency_summaries,
+                                        o->summary_quantiles, o->n_summary_quantiles);
         stats[i] = s->stats ? imagen_stats_ref(s->stats) : NULL;
     }
     pthread_mutex_unlock(&repo->lock);

@@ -67,6 +67,9 @@ imagen_server_options_init(imagen_server_options *opts)
     opts->server_id = "triton";
     opts->model_load_thread_count = 4;
     opts->exit_timeout_secs = 30;
+    static const double quantiles[] = {0.5, 0.9, 0.95, 0.99, 0.999}; /* Triton's defaults */
+    opts->n_summary_quantiles = sizeof(quantiles) / sizeof(quantiles[0]);
+    memcpy(opts->summary_quantiles, quantiles, sizeof(quantiles));
 }
 
 /* ---- reaper ---------------------------------------------------------------- */

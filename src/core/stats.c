@@ -10,6 +10,7 @@
  */
 #include "core/core.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,7 +47,110 @@ struct imagen_stats {
     atomic_uint_fast64_t latency_sum_us;
     imagen_config_param *tags;
     size_t n_tags;
+    /* nv_inference_*_summary_us: one sketch per phase, NULL when off. */
+    pthread_mutex_t sketch_lock;
+    struct latency_sketch *sketches; /* [IMAGEN_SUMMARY_COUNT] */
+    double quantiles[IMAGEN_SUMMARY_MAX_QUANTILES];
+    size_t n_quantiles;
 };
+
+/* ======================================================================
+ * Latency sketches for the summaries
+ *
+ * Prometheus summaries report quantiles over a sliding window. Each phase
+ * keeps a histogram of nanoseconds in log-scale buckets, 16 per power of
+ * two (a bucket is at most 6.25 % wide, and quantiles are reported at the
+ * bucket's middle, so within about 3 % of the true value), in each of five
+ * 12-second windows: the quantiles cover the last minute, as the default
+ * summaries of Prometheus client libraries do. Recording is one bucket
+ * increment per phase under a mutex taken once per request.
+ * ==================================================================== */
+
+#define SKETCH_SUB 16                                 /* buckets per power of two */
+#define SKETCH_BUCKETS (SKETCH_SUB + (64 - 4) * SKETCH_SUB) /* exact below 16 ns, then log */
+#define SKETCH_WINDOWS 5
+#define SKETCH_WINDOW_NS (12ull * 1000000000ull)
+
+typedef struct sketch_window {
+    uint64_t slot; /* time / SKETCH_WINDOW_NS when last written */
+    uint64_t total;
+    uint32_t counts[SKETCH_BUCKETS];
+} sketch_window;
+
+typedef struct latency_sketch {
+    sketch_window windows[SKETCH_WINDOWS];
+    uint64_t count; /* since load */
+    uint64_t sum_ns;
+} latency_sketch;
+
+static unsigned
+sketch_bucket(uint64_t ns)
+{
+    if (ns < SKETCH_SUB)
+        return (unsigned)ns;
+    unsigned e = 63u - (unsigned)__builtin_clzll(ns); /* >= 4 */
+    return SKETCH_SUB + (e - 4) * SKETCH_SUB + (unsigned)((ns >> (e - 4)) & (SKETCH_SUB - 1));
+}
+
+/* The middle of bucket i, in nanoseconds. */
+static double
+sketch_value(unsigned i)
+{
+    if (i < SKETCH_SUB)
+        return (double)i;
+    unsigned e = (i - SKETCH_SUB) / SKETCH_SUB + 4, m = (i - SKETCH_SUB) % SKETCH_SUB;
+    double width = ldexp(1.0, (int)e - 4);
+    return (double)(SKETCH_SUB + m) * width + (width - 1.0) / 2.0;
+}
+
+static void
+sketch_record(latency_sketch *k, uint64_t slot, uint64_t ns)
+{
+    sketch_window *w = &k->windows[slot % SKETCH_WINDOWS];
+    if (w->slot != slot) {
+        memset(w, 0, sizeof(*w));
+        w->slot = slot;
+    }
+    w->counts[sketch_bucket(ns)]++;
+    w->total++;
+    k->count++;
+    k->sum_ns += ns;
+}
+
+/* Fills the quantiles (µs) over the windows of the last minute. */
+static void
+sketch_quantiles(const latency_sketch *k, uint64_t slot, const double *qs, size_t nq, uint32_t *merged,
+                 double *out_us)
+{
+    uint64_t total = 0;
+    memset(merged, 0, SKETCH_BUCKETS * sizeof(uint32_t));
+    for (int w = 0; w < SKETCH_WINDOWS; w++) {
+        const sketch_window *win = &k->windows[w];
+        if (win->total == 0 || win->slot + SKETCH_WINDOWS <= slot || win->slot > slot)
+            continue;
+        for (unsigned i = 0; i < SKETCH_BUCKETS; i++)
+            merged[i] += win->counts[i];
+        total += win->total;
+    }
+    for (size_t q = 0; q < nq; q++) {
+        if (total == 0) {
+            out_us[q] = NAN;
+            continue;
+        }
+        /* The value at rank ceil(q * n), as a quantile of the observations. */
+        uint64_t rank = (uint64_t)ceil(qs[q] * (double)total);
+        if (rank < 1)
+            rank = 1;
+        uint64_t seen = 0;
+        unsigned i = 0;
+        for (; i < SKETCH_BUCKETS; i++) {
+            seen += merged[i];
+            if (seen >= rank)
+                break;
+        }
+        out_us[q] = sketch_value(i < SKETCH_BUCKETS ? i : SKETCH_BUCKETS - 1) / 1000.0;
+    }
+}
 
 static void
 add(atomic_uint_fast64_t *c, uint64_t v)
@@ -75,7 +179,8 @@ get_duration(duration_counter *d)
 }
 
 imagen_stats *
-imagen_stats_new(const char *name, int64_t version, size_t max_batch, bool histogram)
+imagen_stats_new(const char *name, int64_t version, size_t max_batch, bool histogram, bool summaries,
+                 const double *summary_quantiles, size_t n_quantiles)
 {
     imagen_stats *st = calloc(1, sizeof(*st));
     if (st == NULL)
@@ -93,6 +198,14 @@ imagen_stats_new(const char *name, int64_t version, size_t max_batch, bool histo
     st->n_rows = max_batch + 1;
     st->histogram = histogram;
     pthread_mutex_init(&st->rows_lock, NULL);
+    pthread_mutex_init(&st->sketch_lock, NULL);
+    if (summaries) {
+        /* Off when it cannot be allocated: the counters still work. */
+        st->sketches = calloc(IMAGEN_SUMMARY_COUNT, sizeof(latency_sketch));
+        st->n_quantiles = n_quantiles < IMAGEN_SUMMARY_MAX_QUANTILES ? n_quantiles : IMAGEN_SUMMARY_MAX_QUANTILES;
+        if (st->n_quantiles)
+            memcpy(st->quantiles, summary_quantiles, st->n_quantiles * sizeof(double));
+    }
     return st;
 }
 
@@ -119,6 +232,8 @@ imagen_stats_unref(imagen_stats *st)
     if (st == NULL || atomic_fetch_sub(&st->refs, 1) != 1)
         return;
     pthread_mutex_destroy(&st->rows_lock);
+    pthread_mutex_destroy(&st->sketch_lock);
+    free(st->sketches);
     free_tags(st->tags, st->n_tags);
     free(st->rows);
     free(st->name);
@@ -189,6 +304,14 @@ imagen_stats_record_success(imagen_stats *st, uint64_t total_ns, uint64_t queue_
     add_duration(&st->compute_output, output_ns);
     add(&st->inference_count, batch_size ? batch_size : 1);
     atomic_store_explicit(&st->last_inference_ms, imagen_time_wall_ms(), memory_order_relaxed);
+    if (st->sketches != NULL) {
+        uint64_t slot = imagen_time_now_ns() / SKETCH_WINDOW_NS;
+        uint64_t phases[IMAGEN_SUMMARY_COUNT] = {total_ns, queue_ns, input_ns, infer_ns, output_ns};
+        pthread_mutex_lock(&st->sketch_lock);
+        for (int k = 0; k < IMAGEN_SUMMARY_COUNT; k++)
+            sketch_record(&st->sketches[k], slot, phases[k]);
+        pthread_mutex_unlock(&st->sketch_lock);
+    }
     if (st->histogram) {
         double ms = (double)total_ns / 1e6;
         for (int i = 0; i < IMAGEN_LATENCY_BUCKET_COUNT; i++)
@@ -284,6 +407,24 @@ imagen_stats_snapshot(imagen_stats *st, imagen_model_stats *out)
     }
     pthread_mutex_unlock(&st->rows_lock);
 
+    if (st->sketches != NULL) {
+        uint32_t *merged = malloc(SKETCH_BUCKETS * sizeof(uint32_t));
+        if (merged != NULL) {
+            uint64_t slot = imagen_time_now_ns() / SKETCH_WINDOW_NS;
+            out->has_summaries = true;
+            out->n_quantiles = st->n_quantiles;
+            memcpy(out->quantiles, st->quantiles, st->n_quantiles * sizeof(double));
+            pthread_mutex_lock(&st->sketch_lock);
+            for (int k = 0; k < IMAGEN_SUMMARY_COUNT; k++) {
+                const latency_sketch *sk = &st->sketches[k];
+                out->summaries[k].count = sk->count;
+                out->summaries[k].sum_us = (double)sk->sum_ns / 1000.0;
+                sketch_quantiles(sk, slot, st->quantiles, st->n_quantiles, merged, out->summaries[k].quantile_us);
+            }
+            pthread_mutex_unlock(&st->sketch_lock);
+            free(merged);
+        }
+    }
     out->has_latency_histogram = st->histogram;
     if (st->histogram) {
         for (int i = 0; i < IMAGEN_LATENCY_BUCKET_COUNT; i++)

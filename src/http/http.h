@@ -37,6 +37,7 @@ typedef struct imagen_metrics_options {
     int port;                 /* default 8002 */
     bool counter_latencies;   /* --metrics-config counter_latencies (default true) */
     bool histogram_latencies; /* --metrics-config histogram_latencies (default false) */
+    bool summary_latencies;   /* --metrics-config summary_latencies (default false) */
     bool allow_cpu_metrics;   /* --allow-cpu-metrics (default true) */
     unsigned interval_ms;     /* --metrics-interval-ms (default 2000) */
 } imagen_metrics_options;

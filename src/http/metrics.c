@@ -130,6 +130,56 @@ append_value(imagen_buf *b, double v)
  * Per-model families
  * ==================================================================== */
 
+/* nv_inference_*_summary_us (spec §6.1): per phase, a {quantile="q"} sample
+ * for each configured quantile (over the last minute; NaN without
+ * observations), then _sum and _count since the model loaded. */
+static void
+append_summaries(imagen_buf *b, const imagen_model_stats *stats, size_t n)
+{
+    static const struct {
+        const char *name;
+        const char *help;
+    } phases[IMAGEN_SUMMARY_COUNT] = {
+        [IMAGEN_SUMMARY_REQUEST] = {"nv_inference_request_summary_us",
+                                    "Summary of inference request duration in microseconds"},
+        [IMAGEN_SUMMARY_QUEUE] = {"nv_inference_queue_summary_us",
+                                  "Summary of inference queuing duration in microseconds"},
+        [IMAGEN_SUMMARY_COMPUTE_INPUT] = {"nv_inference_compute_input_summary_us",
+                                          "Summary of compute input duration in microseconds"},
+        [IMAGEN_SUMMARY_COMPUTE_INFER] = {"nv_inference_compute_infer_summary_us",
+                                          "Summary of compute infer duration in microseconds"},
+        [IMAGEN_SUMMARY_COMPUTE_OUTPUT] = {"nv_inference_compute_output_summary_us",
+                                           "Summary of compute output duration in microseconds"},
+    };
+    for (int k = 0; k < IMAGEN_SUMMARY_COUNT; k++) {
+        family(b, phases[k].name, "summary", phases[k].help);
+        for (size_t i = 0; i < n; i++) {
+            const imagen_model_stats *s = &stats[i];
+            if (!s->has_summaries)
+                continue;
+            const imagen_latency_summary *sum = &s->summaries[k];
+            for (size_t q = 0; q < s->n_quantiles; q++) {
+                imagen_buf qtext = IMAGEN_BUF_INIT;
+                imagen_buf_append_double(&qtext, s->quantiles[q]);
+                imagen_buf_append_str(b, phases[k].name);
+                append_labels(b, s, "quantile", qtext.data ? qtext.data : "0");
+                imagen_buf_free(&qtext);
+                imagen_buf_append_char(b, ' ');
+                append_value(b, sum->quantile_us[q]);
+                imagen_buf_append_char(b, '\n');
+            }
+            imagen_buf_appendf(b, "%s_sum", phases[k].name);
+            append_labels(b, s, NULL, NULL);
+            imagen_buf_append_char(b, ' ');
+            append_value(b, sum->sum_us);
+            imagen_buf_append_char(b, '\n');
+            imagen_buf_appendf(b, "%s_count", phases[k].name);
+            append_labels(b, s, NULL, NULL);
+            imagen_buf_appendf(b, " %" PRIu64 "\n", sum->count);
+        }
+    }
+}
+
 typedef enum {
     FIELD_SUCCESS,
     FIELD_INFERENCES,
@@ -231,6 +281,8 @@ render_models(imagen_buf *b, const imagen_model_stats *stats, size_t n, const im
         append_value(b, stats[i].load_duration_secs);
         imagen_buf_append_char(b, '\n');
     }
+    if (opts->summary_latencies)
+        append_summaries(b, stats, n);
     if (!opts->histogram_latencies)
         return;
     const char *h = "nv_inference_first_response_histogram_ms";

@@ -1,11 +1,12 @@
 """The Prometheus endpoint on the metrics port (spec §6): families, labels,
 flags, and agreement with the /stats JSON after a known number of requests."""
 import re
+import subprocess
 
 import pytest
 
-from conftest import write_model
-from httputil import identity, infer_body, metric_value
+from conftest import SERVER_BIN, write_model
+from httputil import identity, infer_body, metric_value, timed_config
 
 LABELS = {"model": "identity", "version": "1"}
 
@@ -110,3 +111,54 @@ def test_unloaded_model_keeps_counters(repo, server_factory):
     run_requests(s, 2)
     assert s.post("/v2/repository/models/identity/unload").status == 200
     assert metric_value(s.metrics(), "nv_inference_request_success", LABELS) == 2
+
+
+def test_latency_summaries(repo, server_factory):
+    write_model(repo, "identity", identity())
+    write_model(repo, "timed", timed_config(fixed_us=20000, max_batch_size=0).replace("dims: [ -1 ]", "dims: [ 3 ]"))
+    s = server_factory(repo, "--metrics-config=summary_latencies=true")
+    text = s.metrics()
+    _, types = families(text)
+    phases = ["request", "queue", "compute_input", "compute_infer", "compute_output"]
+    for p in phases:
+        assert types[f"nv_inference_{p}_summary_us"] == "summary"
+    timed = {"model": "timed", "version": "1"}
+    # Before any request: count 0 and NaN quantiles (no observations).
+    assert metric_value(text, "nv_inference_compute_infer_summary_us_count", timed) == 0
+    assert re.search(r'^nv_inference_compute_infer_summary_us\{model="timed",quantile="0.5",version="1"\} NaN$',
+                     text, re.M)
+    for _ in range(10):
+        r = s.post("/v2/models/timed/infer", body=infer_body(
+            [{"name": "INPUT0", "datatype": "INT32", "shape": [3], "data": [1, 2, 3]}]))
+        assert r.status == 200
+    text = s.metrics()
+    for p in phases:
+        assert metric_value(text, f"nv_inference_{p}_summary_us_count", timed) == 10
+    for q in ("0.5", "0.9", "0.95", "0.99", "0.999"):
+        v = metric_value(text, "nv_inference_compute_infer_summary_us", dict(timed, quantile=q))
+        assert 20000 * 0.97 <= v <= 20000 * 1.25, (q, v)  # the timed model sleeps 20 ms, a little more under load
+        req = metric_value(text, "nv_inference_request_summary_us", dict(timed, quantile=q))
+        assert req >= v * 0.97
+    infer_sum = metric_value(text, "nv_inference_compute_infer_summary_us_sum", timed)
+    stats = s.get("/v2/models/timed/stats").json()["model_stats"][0]["inference_stats"]
+    assert abs(infer_sum - stats["compute_infer"]["ns"] / 1000) < 1  # the same observations as /stats
+
+
+def test_latency_summary_quantiles_flag(repo, server_factory):
+    write_model(repo, "identity", identity())
+    s = server_factory(repo, "--metrics-config=summary_latencies=true",
+                       "--metrics-config=summary_quantiles=0.25:0.05,0.75:0.01")
+    run_requests(s, 3)
+    text = s.metrics()
+    qs = set(re.findall(r'^nv_inference_queue_summary_us\{model="identity",quantile="([^"]+)"', text, re.M))
+    assert qs == {"0.25", "0.75"}
+
+
+@pytest.mark.parametrize("value", ["0.5", "1.5:0.1", "0.5:0.1,", "x:0.1", "0.5:0.1,0.6:0.1,0.7:0.1,0.8:0.1,"
+                                   "0.9:0.1,0.91:0.1,0.92:0.1,0.93:0.1,0.94:0.1"])
+def test_bad_summary_quantiles_are_refused(repo, value):
+    write_model(repo, "identity", identity())
+    p = subprocess.run([SERVER_BIN, f"--model-repository={repo}", f"--metrics-config=summary_quantiles={value}"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode != 0
+    assert "summary_quantiles" in p.stderr

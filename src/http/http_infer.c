@@ -429,13 +429,14 @@ count_json_values(const char *text, size_t len)
     return n;
 }
 
-static imagen_error *build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len,
-                                       size_t max_input);
+static imagen_error *build_json_parsed(imagen__http_infer *inf, const char *json, size_t json_len,
+                                       const char *binary, size_t binary_len, size_t max_input);
 
 static imagen_error *
-build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len, size_t max_input)
+build_json(imagen__http_infer *inf, const char *json, size_t json_len, const char *binary, size_t binary_len,
+           size_t max_input)
 {
-    uint64_t values = count_json_values(body, json_len);
+    uint64_t values = count_json_values(json, json_len);
     uint64_t before = atomic_fetch_add(&json_values_in_parse, values);
     imagen_error *err;
     if (before != 0 && before + values > HTTP_JSON_VALUES_BUDGET_COUNT)
@@ -443,13 +444,14 @@ build_json(imagen__http_infer *inf, const char *body, size_t body_len, size_t js
                                "too much JSON tensor data is being parsed right now; retry, or send large tensors "
                                "with the binary tensor data extension");
     else
-        err = build_json_parsed(inf, body, body_len, json_len, max_input);
+        err = build_json_parsed(inf, json, json_len, binary, binary_len, max_input);
     atomic_fetch_sub(&json_values_in_parse, values);
     return err;
 }
 
 static imagen_error *
-build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, size_t json_len, size_t max_input)
+build_json_parsed(imagen__http_infer *inf, const char *json, size_t json_len, const char *binary, size_t binary_len,
+                  size_t max_input)
 {
     /* The document dies in this function: it lives in this thread's
      * scratch memory (and chunks beyond it for a large body). */
@@ -459,7 +461,7 @@ build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, si
     imagen__jdoc_init(&doc, scratch, scratch_cap);
     const imagen__jv *root = NULL;
     imagen__jdoc_error jerr;
-    if (!imagen__jdoc_parse(&doc, body, json_len, &root, &jerr)) {
+    if (!imagen__jdoc_parse(&doc, json, json_len, &root, &jerr)) {
         imagen__jdoc_free(&doc);
         imagen__http_scratch_release(scratch);
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG,
@@ -499,8 +501,8 @@ build_json_parsed(imagen__http_infer *inf, const char *body, size_t body_len, si
         err = imagen_error_new(IMAGEN_ERR_INVALID_ARG, "too many inputs (at most %d)", IMAGEN_REQUEST_MAX_INPUTS);
         goto done;
     }
-    const char *blob = body + json_len;
-    size_t blob_left = body_len - json_len;
+    const char *blob = binary;
+    size_t blob_left = binary_len;
     for (size_t i = 0; i < (inputs)->n; i++) {
         if ((err = parse_input(inf, &(inputs)->v.items[i], i, &blob, &blob_left, max_input)) != NULL)
             goto done;
@@ -592,8 +594,8 @@ build_raw(imagen__http_infer *inf, const char *body, size_t body_len)
 }
 
 imagen_error *
-imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, const char *model, int64_t version, const char *body,
-                         size_t body_len, bool has_header_len, size_t header_len, size_t max_input_bytes,
+imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, const char *model, int64_t version, const char *json,
+                         size_t json_len, const char *binary, size_t binary_len, size_t max_input_bytes,
                          imagen__http_infer **out)
 {
     *out = NULL;
@@ -611,11 +613,10 @@ imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, const char *model,
     imagen_error *err = inf->id ? imagen_request_new(srv, model, version, &inf->req)
                                 : imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     if (err == NULL) {
-        if (has_header_len && header_len == 0) {
-            err = build_raw(inf, body, body_len);
-        } else {
-            err = build_json(inf, body, body_len, has_header_len ? header_len : body_len, max_input_bytes);
-        }
+        if (json == NULL)
+            err = build_raw(inf, binary ? binary : "", binary_len);
+        else
+            err = build_json(inf, json, json_len, binary ? binary : "", binary_len, max_input_bytes);
     }
     if (err != NULL) {
         imagen__http_infer_free(inf);

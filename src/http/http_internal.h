@@ -261,15 +261,17 @@ typedef struct imagen__http_infer imagen__http_infer;
 imagen_error *imagen__http_parse_header_length(const char *value, size_t body_len, size_t *out);
 
 /* Builds an inference request for model `model` / `version` from an HTTP body
- * (already decompressed). `header_len` is the JSON part's length when
- * has_header_len (0 = raw binary request), else the whole body is JSON.
- * Input tensors of the request point into `body`, which must outlive the
- * request. Inputs and outputs naming a shared-memory region are resolved in
- * `shm` (NULL: client shm disabled, such requests fail with UNSUPPORTED); the
- * infer object keeps those mappings alive until it is freed.
+ * (already decompressed) in two parts: the JSON header (`json`, NULL for a
+ * raw binary request, Inference-Header-Content-Length: 0) and the binary
+ * tensor data that followed it (`binary`, may be NULL when binary_len is 0;
+ * for a raw request the data of the model's single input). The parts need
+ * not be contiguous. Binary input tensors point into `binary`, which must
+ * outlive the request. Inputs and outputs naming a shared-memory region are
+ * resolved in `shm` (NULL: client shm disabled, such requests fail with
+ * UNSUPPORTED); the infer object keeps those mappings alive until it is freed.
  * On success *out is owned; free with imagen__http_infer_free(). */
 imagen_error *imagen__http_infer_build(imagen_server *srv, imagen_shm *shm, const char *model, int64_t version,
-                                       const char *body, size_t body_len, bool has_header_len, size_t header_len,
+                                       const char *json, size_t json_len, const char *binary, size_t binary_len,
                                        size_t max_input_bytes, imagen__http_infer **out);
 
 /* The request to submit (borrowed; owned by the infer object). */

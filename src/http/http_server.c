@@ -120,9 +120,17 @@ typedef struct http_req {
     imagen__http_chunked chunk;
     uint64_t content_length; /* body bytes still to come when not chunked */
     uint64_t announced;      /* the Content-Length header's value, 0 if none */
-    char *body;              /* received bytes; owned */
+    char *body;              /* received bytes (the JSON header only, when split); owned */
     size_t len, cap;
-    size_t expected;    /* Content-Length when given and within the limit, else 0 */
+    size_t expected;    /* bytes `body` will hold, when announced and within the limit, else 0 */
+    /* A binary inference request (Inference-Header-Content-Length) is split
+     * as it arrives: the JSON header into `body`, the tensor bytes into
+     * `blob`, a buffer of exactly their size. Input tensors then start
+     * aligned, and a tensor's buffer has the size of the output the model
+     * returns for it, so the allocator reuses one for the other. */
+    bool split;
+    char *blob; /* owned */
+    size_t blob_len, blob_cap, blob_expected;
     bool too_large;     /* body over the limit: discard the rest, answer 400 */
     uint64_t received;  /* body bytes offered, counted even while discarding */
     char *inflated;     /* decompressed body; owned */
@@ -353,6 +361,7 @@ req_reset(imagen_http *http, http_req *r)
     imagen__http_infer_free(r->inf);
     imagen_buf_free(&r->reply.body);
     free(r->body);
+    free(r->blob);
     free(r->inflated);
     free(r->model);
     free(r->header_length);
@@ -457,6 +466,29 @@ conn_write_some(http_conn *c)
  * Request body
  * ==================================================================== */
 
+/* Appends n bytes to one part of the body, growing it to `expected` (the
+ * announced size, believed now that data arrives) or by doubling. */
+static bool
+part_append(char **data, size_t *len, size_t *cap, size_t expected, size_t max, const char *src, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t ncap = expected >= *len + n ? expected : *cap ? *cap : 4096;
+        while (ncap < *len + n)
+            ncap = ncap > max / 2 ? max : ncap * 2;
+        char *nb = realloc(*data, ncap + 1);
+        if (nb == NULL)
+            return false;
+        *data = nb;
+        *cap = ncap;
+    }
+    memcpy(*data + *len, src, n);
+    *len += n;
+    (*data)[*len] = '\0';
+    return true;
+}
+
+/* Body bytes that arrived in the read buffer (or from the chunked decoder):
+ * copied into the body, or into its two parts when split. */
 static bool
 append_body(void *ctx, const char *data, size_t n)
 {
@@ -466,52 +498,66 @@ append_body(void *ctx, const char *data, size_t n)
     r->received += n;
     if (r->too_large)
         return true;
-    if (n > max - r->len) {
+    if (n > max - r->len - r->blob_len) {
         r->too_large = true;
         free(r->body);
-        r->body = NULL;
-        r->len = r->cap = 0;
+        free(r->blob);
+        r->body = r->blob = NULL;
+        r->len = r->cap = r->blob_len = r->blob_cap = 0;
         return true;
     }
-    if (r->len + n > r->cap) {
-        /* Data has arrived, so the announced length is now believed: one
-         * buffer of exactly that size instead of doublings. */
-        size_t ncap = r->expected >= r->len + n ? r->expected : r->cap ? r->cap : 4096;
-        while (ncap < r->len + n)
-            ncap = ncap > max / 2 ? max : ncap * 2;
-        char *nb = realloc(r->body, ncap + 1);
-        if (nb == NULL)
-            return false;
-        r->body = nb;
-        r->cap = ncap;
-    }
-    memcpy(r->body + r->len, data, n);
     imagen_copy_stats_add(IMAGEN_COPY_HTTP, IMAGEN_COPY_INPUT, n);
-    r->len += n;
-    r->body[r->len] = '\0';
-    return true;
+    if (r->split && r->len < r->expected) {
+        size_t head = n < r->expected - r->len ? n : r->expected - r->len;
+        if (!part_append(&r->body, &r->len, &r->cap, r->expected, max, data, head))
+            return false;
+        data += head;
+        n -= head;
+    }
+    if (n == 0)
+        return true;
+    if (r->split)
+        return part_append(&r->blob, &r->blob_len, &r->blob_cap, r->blob_expected, max, data, n);
+    return part_append(&r->body, &r->len, &r->cap, r->expected, max, data, n);
+}
+
+/* Makes room for up to `want` bytes at the end of a part; returns where. */
+static char *
+part_room(char **data, size_t *len, size_t *cap, size_t expected, size_t want, size_t *room)
+{
+    if (*cap == *len) {
+        /* The preallocation is full, so data does arrive: believe the
+         * announced length now (one buffer of exactly that size). */
+        size_t ncap = expected > *cap ? expected : *cap + want;
+        char *nb = realloc(*data, ncap + 1);
+        if (nb == NULL)
+            return NULL;
+        *data = nb;
+        *cap = ncap;
+    }
+    *room = *cap - *len < want ? *cap - *len : want;
+    return *data + *len;
 }
 
 /* Where to receive up to `want` more body bytes straight from the socket
- * (no copy): the body buffer, grown to the announced length, or NULL when
- * the body is being discarded. */
+ * (no copy): the body, or the part of a split body the next bytes belong
+ * to; NULL when the body is being discarded (or out of memory). *blob tells
+ * which part. */
 static char *
-body_room(http_req *r, size_t want, size_t *room)
+body_room(http_req *r, size_t want, size_t *room, bool *blob)
 {
+    *blob = false;
     if (r->too_large)
         return NULL;
-    if (r->cap == r->len) {
-        /* The preallocation is full, so data does arrive: believe the
-         * announced length now (one buffer of exactly that size). */
-        size_t ncap = r->expected > r->cap ? r->expected : r->cap + want;
-        char *nb = realloc(r->body, ncap + 1);
-        if (nb == NULL)
-            return NULL;
-        r->body = nb;
-        r->cap = ncap;
+    if (r->split && r->len < r->expected) {
+        size_t head = want < r->expected - r->len ? want : r->expected - r->len;
+        return part_room(&r->body, &r->len, &r->cap, r->expected, head, room);
     }
-    *room = r->cap - r->len < want ? r->cap - r->len : want;
-    return r->body + r->len;
+    if (r->split) {
+        *blob = true;
+        return part_room(&r->blob, &r->blob_len, &r->blob_cap, r->blob_expected, want, room);
+    }
+    return part_room(&r->body, &r->len, &r->cap, r->expected, want, room);
 }
 
 /* ======================================================================
@@ -556,6 +602,9 @@ prepare_infer_reply(http_conn *c, bool keep_request)
         free(r->body);
         r->body = NULL;
         r->len = r->cap = 0;
+        free(r->blob);
+        r->blob = NULL;
+        r->blob_len = r->blob_cap = 0;
         free(r->inflated);
         r->inflated = NULL;
     }
@@ -686,6 +735,21 @@ on_infer_done(imagen_response *response, void *user_data)
         return;
     }
     pthread_mutex_unlock(&c->mu);
+    /* The request has executed: nothing reads its input bytes any more
+     * (encoding needs only the response and the output specifications, which
+     * the infer object copied). Free them before the hand-back, so that a
+     * large request waiting for its loop holds its output, not both. */
+    http_req *r = &c->req;
+    if (!reading_next && r->has_reply == false) {
+        free(r->blob);
+        r->blob = NULL;
+        r->blob_len = r->blob_cap = 0;
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        free(r->inflated);
+        r->inflated = NULL;
+    }
     handback(c);
 }
 
@@ -696,16 +760,25 @@ start_infer(http_conn *c, const char *body, size_t len)
 {
     imagen_http *http = c->loop->http;
     http_req *r = &c->req;
-    size_t header_len = 0;
-    if (r->header_length != NULL) {
-        imagen_error *err = imagen__http_parse_header_length(r->header_length, len, &header_len);
+    /* The JSON header and the binary data that follows it. */
+    const char *json = body ? body : "", *binary = NULL;
+    size_t json_len = len, binary_len = 0;
+    if (r->split) {
+        binary = r->blob;
+        binary_len = r->blob_len;
+    } else if (r->header_length != NULL) {
+        imagen_error *err = imagen__http_parse_header_length(r->header_length, len, &json_len);
         if (err != NULL) {
             conn_reply_error(c, err);
             return DISPATCH_REPLY;
         }
+        binary = json + json_len;
+        binary_len = len - json_len;
     }
-    imagen_error *err = imagen__http_infer_build(http->srv, http->shm, r->model, r->route.version, body ? body : "",
-                                                 len, r->header_length != NULL, header_len, http->max_input, &r->inf);
+    if (r->header_length != NULL && json_len == 0)
+        json = NULL; /* a raw binary request */
+    imagen_error *err = imagen__http_infer_build(http->srv, http->shm, r->model, r->route.version, json, json_len,
+                                                 binary, binary_len, http->max_input, &r->inf);
     if (err != NULL) {
         conn_reply_error(c, err);
         return DISPATCH_REPLY;
@@ -866,6 +939,26 @@ copy_header(const char *v, size_t n)
     return s;
 }
 
+/* The JSON header's length from an Inference-Header-Content-Length value,
+ * when it is a plain number below the body's length; otherwise (absent,
+ * malformed, too large: start_infer() reports those) the body stays whole. */
+static bool
+split_point(const char *value, size_t total, size_t *json_len)
+{
+    if (value == NULL || value[0] == '\0')
+        return false;
+    uint64_t v = 0;
+    for (const char *p = value; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (v >= total)
+        return false;
+    *json_len = (size_t)v;
+    return true;
+}
+
 /* Takes in a parsed head: copies what outlives the read buffer and decides
  * how the body is framed. Returns false when the connection must close
  * (out of memory). */
@@ -918,11 +1011,24 @@ start_request(http_conn *c, const imagen__http_head *h)
         if (h->content_length > http->max_input) {
             r->too_large = true;
         } else {
-            r->expected = (size_t)h->content_length;
+            size_t total = (size_t)h->content_length, json_len = 0;
+            r->split = r->route.kind == IMAGEN_HTTP_ROUTE_INFER && r->content_encoding == IMAGEN_HTTP_ENC_IDENTITY &&
+                       split_point(r->header_length, total, &json_len);
+            r->expected = r->split ? json_len : total;
+            r->blob_expected = r->split ? total - json_len : 0;
+            /* Before data arrives, trust the announced sizes only this far. */
             size_t pre = r->expected < HTTP_BODY_PREALLOC_MAX_BYTES ? r->expected : HTTP_BODY_PREALLOC_MAX_BYTES;
             if ((r->body = malloc(pre + 1)) != NULL) {
                 r->cap = pre;
                 r->body[0] = '\0';
+            }
+            if (r->split) {
+                size_t bpre = r->blob_expected < HTTP_BODY_PREALLOC_MAX_BYTES ? r->blob_expected
+                                                                               : HTTP_BODY_PREALLOC_MAX_BYTES;
+                if ((r->blob = malloc(bpre + 1)) != NULL) {
+                    r->blob_cap = bpre;
+                    r->blob[0] = '\0';
+                }
             }
         }
     }
@@ -1106,7 +1212,8 @@ conn_drive(http_conn *c)
                     char scratch[16384];
                     size_t want = r->content_length > (1u << 30) ? (1u << 30) : (size_t)r->content_length;
                     size_t room = 0;
-                    char *dst = body_room(r, want, &room);
+                    bool to_blob = false;
+                    char *dst = body_room(r, want, &room, &to_blob);
                     if (dst == NULL && !r->too_large) {
                         conn_close(c);
                         return;
@@ -1120,7 +1227,10 @@ conn_drive(http_conn *c)
                         c->last_active_ns = c->loop->now_ns;
                         r->content_length -= (size_t)n;
                         r->received += (size_t)n;
-                        if (!r->too_large) {
+                        if (!r->too_large && to_blob) {
+                            r->blob_len += (size_t)n;
+                            r->blob[r->blob_len] = '\0';
+                        } else if (!r->too_large) {
                             r->len += (size_t)n;
                             r->body[r->len] = '\0';
                         }

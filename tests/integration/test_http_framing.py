@@ -318,3 +318,48 @@ def test_keep_alive_connections_survive_sustained_load(server):
     for t in threads:
         t.join()
     assert not failures, failures
+
+
+def test_binary_request_arriving_in_pieces_around_the_json_header(server):
+    # The server receives the JSON header and the tensor bytes into separate
+    # buffers as they arrive; the boundary may fall anywhere in a read.
+    values = list(range(-50, 50))
+    blob = struct.pack("<%di" % len(values), *values)
+    header = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, len(values)],
+                                     "parameters": {"binary_data_size": len(blob)}}],
+                         "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]}).encode()
+    req = request(header + blob, extra=b"Inference-Header-Content-Length: %d\r\n" % len(header))
+    head_len = len(req) - len(header) - len(blob)
+    s = connect(server)
+    try:
+        for cut in (head_len + 1, head_len + len(header) - 1, head_len + len(header), head_len + len(header) + 1,
+                    len(req) - 1):
+            s.sendall(req[:cut])
+            time.sleep(0.02)
+            s.sendall(req[cut:])
+            r = read_responses(s, 1)[0]
+            assert r.status == 200, (cut, r.body)
+            k = int(r.header("Inference-Header-Content-Length"))
+            assert r.body[k:] == blob, cut
+    finally:
+        s.close()
+
+
+def test_raw_binary_request_in_pieces(repo, server_factory):
+    write_model(repo, "raw", identity(name="raw", dtype="TYPE_UINT8", max_batch_size=0, dims="[ -1 ]"))
+    s = server_factory(repo)
+    data = bytes(range(256)) * 300
+    req = (b"POST /v2/models/raw/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: 0\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(data)) + data
+    sock = connect(s)
+    try:
+        for cut in (len(req) - len(data) - 1, len(req) - len(data) + 7, len(req) - 1):
+            sock.sendall(req[:cut])
+            time.sleep(0.02)
+            sock.sendall(req[cut:])
+            r = read_responses(sock, 1)[0]
+            assert r.status == 200, r.body
+            k = int(r.header("Inference-Header-Content-Length"))
+            assert r.body[k:] == data
+    finally:
+        sock.close()

@@ -847,7 +847,7 @@ start_admin_async(http_conn *c)
  * ==================================================================== */
 
 static dispatch_result
-dispatch(http_conn *c)
+route_request(http_conn *c)
 {
     imagen_http *http = c->loop->http;
     http_req *r = &c->req;
@@ -920,6 +920,26 @@ dispatch(http_conn *c)
     imagen__http_admin_handle(http->srv, http->shm, route, r->model, admin_body, admin_body ? len : 0, &reply);
     conn_reply(c, &reply);
     return DISPATCH_REPLY;
+}
+
+/* Routes a complete request. A request answered at once leaves the
+ * connection WRITING; one in the core (or an admin thread) leaves it
+ * WAITING, and then the caller must not touch the connection. */
+static dispatch_result
+dispatch(http_conn *c)
+{
+    dispatch_result d = route_request(c);
+    if (d == DISPATCH_REPLY)
+        c->state = CONN_WRITING;
+    return d;
+}
+
+/* A framing error: answer and end the connection. */
+static void
+conn_fail(http_conn *c, int status, const char *message)
+{
+    conn_reply_protocol_error(c, status, message);
+    c->state = CONN_WRITING;
 }
 
 /* ======================================================================
@@ -1130,8 +1150,7 @@ conn_drive(http_conn *c)
                 imagen__http_parse_result pr =
                     imagen__http_parse_head(c->rbuf + c->rpos, c->rlen - c->rpos, &h, &status, &msg);
                 if (pr == IMAGEN_HTTP_PARSE_ERROR) {
-                    conn_reply_protocol_error(c, status, msg);
-                    c->state = CONN_WRITING;
+                    conn_fail(c, status, msg);
                     continue;
                 }
                 if (pr == IMAGEN_HTTP_PARSE_OK) {
@@ -1148,7 +1167,6 @@ conn_drive(http_conn *c)
                             c->close_after = true;
                             if (dispatch(c) == DISPATCH_WAITING)
                                 return;
-                            c->state = CONN_WRITING;
                             continue;
                         }
                         if (c->rpos == c->rlen && !send_continue(c)) {
@@ -1162,7 +1180,6 @@ conn_drive(http_conn *c)
                     }
                     if (dispatch(c) == DISPATCH_WAITING)
                         return;
-                    c->state = CONN_WRITING;
                     continue;
                 }
             }
@@ -1171,8 +1188,7 @@ conn_drive(http_conn *c)
                 return;
             if (rr == READ_BLOCKED) {
                 if (c->rlen - c->rpos >= HTTP_READ_BUFFER_MAX - HTTP_READ_BUFFER_BYTES) {
-                    conn_reply_protocol_error(c, 431, "request header fields too large");
-                    c->state = CONN_WRITING;
+                    conn_fail(c, 431, "request header fields too large");
                     continue;
                 }
                 conn_set_interest(c, HTTP_EV_READ);
@@ -1189,8 +1205,7 @@ conn_drive(http_conn *c)
                                                                            c->rlen - c->rpos, append_body, c, &msg)
                                                 : 0;
                 if (used == (size_t)-1) {
-                    conn_reply_protocol_error(c, 400, msg);
-                    c->state = CONN_WRITING;
+                    conn_fail(c, 400, msg);
                     continue;
                 }
                 c->rpos += used;
@@ -1249,7 +1264,6 @@ conn_drive(http_conn *c)
             if (done) {
                 if (dispatch(c) == DISPATCH_WAITING)
                     return;
-                c->state = CONN_WRITING;
                 continue;
             }
             read_result rr = conn_fill(c);

@@ -48,6 +48,10 @@ typedef struct shm_output {
     uint64_t size;    /* bytes available at addr */
 } shm_output;
 
+/* Requests whose received message is at least this large release their
+ * inputs as soon as they have executed (see on_complete). */
+#define GRPC_EARLY_RELEASE_BYTES (64u << 10)
+
 typedef struct imagen__grpc_infer {
     imagen_shm *shm; /* borrowed registry; NULL = client shm disabled */
     infer_msg *msg;  /* owned; unpacked without raw_input_contents */
@@ -763,10 +767,16 @@ on_complete(imagen_response *resp, void *user_data)
     else
         err = imagen__grpc_infer_encode(c->state, resp, false, &buf, &len);
     /* The outputs (which may point into the inputs) are serialized; free
-     * them and the inputs before the send starts: once it has, the call and
-     * its state may be freed on a completion-queue thread at any time. */
+     * them before the send starts: once it has, the call and its state may
+     * be freed on a completion-queue thread at any time. Large inputs go now
+     * too, so that a reply waiting to be sent does not hold them. Small ones
+     * are freed with the call's state on a completion-queue thread, where
+     * they were allocated: glibc's per-thread caches then recycle them
+     * instead of every block crossing threads through the one arena's lock. */
     imagen_response_free(resp);
-    release_inputs(c->state);
+    infer_state *st = c->state;
+    if (!st->has_wire || GRPC_SLICE_LENGTH(st->wire) >= GRPC_EARLY_RELEASE_BYTES)
+        release_inputs(st);
     if (err != NULL)
         imagen__grpc_reply_error(c, err);
     else

@@ -20,7 +20,7 @@
 # nginx; the table shows the run with the median rate and the min-max range.
 #
 # Environment (defaults): CONCURRENCIES ("1 16 64"), DURATION (10), WARMUP (2), REPEAT (1),
-# HTTP_THREADS (number of cores: one libmicrohttpd pool thread per core),
+# HTTP_THREADS (number of cores: one HTTP event loop per core),
 # IMAGEN_SERVER_BIN (else build-bench/ is built as Release).
 # Prints a table; raw numbers in bench/results/http_infer-<timestamp>.{txt,json}.
 set -euo pipefail

@@ -740,7 +740,7 @@ on_infer_done(imagen_response *response, void *user_data)
      * the infer object copied). Free them before the hand-back, so that a
      * large request waiting for its loop holds its output, not both. */
     http_req *r = &c->req;
-    if (!reading_next && r->has_reply == false) {
+    if (!reading_next && !r->has_reply) {
         free(r->blob);
         r->blob = NULL;
         r->blob_len = r->blob_cap = 0;

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/utf8.h"
+
 typedef struct decoder {
     imagen_datatype dt;
     size_t elem_size;     /* 0 for BYTES */
@@ -226,39 +228,6 @@ imagen__http_json_append_shape(imagen_buf *b, const int64_t *shape, size_t rank)
     imagen_buf_append_char(b, ']');
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), 0 when invalid. */
-static size_t
-utf8_sequence(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
-
 void
 imagen__http_json_error_body(imagen_buf *b, const char *msg)
 {
@@ -268,7 +237,7 @@ imagen__http_json_error_body(imagen_buf *b, const char *msg)
     const unsigned char *p = (const unsigned char *)msg;
     size_t n = strlen(msg);
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_sequence(p + i, n - i);
+        size_t len = imagen_utf8_sequence(p + i, n - i);
         if (len == 0) {
             imagen_buf_append(&clean, "\xef\xbf\xbd", 3);
             i++;

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/utf8.h"
+
 #define JDOC_MAX_DEPTH 1024           /* containers inside containers */
 #define JDOC_CHUNK_BYTES (64u << 10)  /* arena growth beyond the first block */
 #define JDOC_STACK_INITIAL 64         /* pending container members before the first growth */
@@ -160,39 +162,6 @@ literal(parser *p, const char *word, size_t n)
     return true;
 }
 
-/* Length of the UTF-8 sequence at s (at most `avail` bytes), 0 if invalid. */
-static size_t
-utf8_sequence(const unsigned char *s, size_t avail)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (avail < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 static int
 hex4(const char *s)
 {
@@ -205,31 +174,6 @@ hex4(const char *s)
         v = v * 16 + d;
     }
     return v;
-}
-
-static size_t
-put_utf8(char *out, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
 }
 
 /* Parses the string whose opening quote is at p->pos into a NUL-terminated
@@ -259,7 +203,7 @@ parse_string(parser *p, const char **out, size_t *out_len)
             fail_at(p, i, "control character 0x%02x in a string", c);
             return false;
         }
-        size_t n = utf8_sequence((const unsigned char *)p->text + i, p->len - i);
+        size_t n = imagen_utf8_sequence((const unsigned char *)p->text + i, p->len - i);
         if (n == 0) {
             fail_at(p, i, "invalid UTF-8 in a string");
             return false;
@@ -322,7 +266,7 @@ parse_string(parser *p, const char **out, size_t *out_len)
             }
             /* A \u escape takes 6 source bytes and at most 3 decoded
              * (4 for a pair, from 12): the copy never outgrows `raw`. */
-            o += put_utf8(dst + o, cp);
+            o += imagen_utf8_encode(cp, dst + o);
             break;
         }
         default:

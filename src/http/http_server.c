@@ -946,37 +946,20 @@ conn_fail(http_conn *c, int status, const char *message)
  * Reading a request
  * ==================================================================== */
 
-static char *
-copy_header(const char *v, size_t n)
-{
-    if (v == NULL)
-        return NULL;
-    char *s = malloc(n + 1);
-    if (s != NULL) {
-        memcpy(s, v, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
 /* The JSON header's length from an Inference-Header-Content-Length value,
  * when it is a plain number below the body's length; otherwise (absent,
  * malformed, too large: start_infer() reports those) the body stays whole. */
 static bool
 split_point(const char *value, size_t total, size_t *json_len)
 {
-    if (value == NULL || value[0] == '\0')
+    if (value == NULL)
         return false;
-    uint64_t v = 0;
-    for (const char *p = value; *p; p++) {
-        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(*p - '0');
+    imagen_error *err = imagen__http_parse_header_length(value, total, json_len);
+    if (err != NULL) {
+        imagen_error_free(err);
+        return false;
     }
-    if (v >= total)
-        return false;
-    *json_len = (size_t)v;
-    return true;
+    return *json_len < total;
 }
 
 /* Takes in a parsed head: copies what outlives the read buffer and decides
@@ -1013,14 +996,14 @@ start_request(http_conn *c, const imagen__http_head *h)
                                   : IMAGEN_HTTP_ENC_UNKNOWN;
     }
     if (h->accept_encoding != NULL) {
-        char *ae = copy_header(h->accept_encoding, h->accept_encoding_len);
+        char *ae = strndup(h->accept_encoding, h->accept_encoding_len);
         if (ae == NULL)
             return false;
         r->accept = imagen__http_select_accept_encoding(ae);
         free(ae);
     }
     if (h->infer_header_length != NULL &&
-        (r->header_length = copy_header(h->infer_header_length, h->infer_header_length_len)) == NULL)
+        (r->header_length = strndup(h->infer_header_length, h->infer_header_length_len)) == NULL)
         return false;
 
     r->chunked = h->chunked;

@@ -294,6 +294,21 @@ imagen_queue_ack(imagen_queue *queue, imagen_lease *lease, const char *output, c
 }
 
 imagen_error *
+imagen_queue_ack_batch(imagen_queue *queue, imagen_lease *const *leases, size_t n, const char *const *outputs,
+                       const char *const *timings, imagen_error **errs)
+{
+    for (size_t i = 0; i < n; i++)
+        IMAGEN_RETURN_IF_ERROR(check_lease(leases[i]));
+    if (n == 0)
+        return NULL;
+    if (queue->driver->ack_batch != NULL)
+        return queue->driver->ack_batch(queue->state, leases, n, outputs, timings, errs);
+    for (size_t i = 0; i < n; i++)
+        errs[i] = queue->driver->ack(queue->state, leases[i], outputs[i], timings != NULL ? timings[i] : NULL);
+    return NULL;
+}
+
+imagen_error *
 imagen_queue_fail(imagen_queue *queue, imagen_lease *lease, const char *message, const char *timings)
 {
     IMAGEN_RETURN_IF_ERROR(check_lease(lease));

@@ -151,6 +151,18 @@ imagen_error *imagen_queue_extend(imagen_queue *queue, imagen_lease *lease);
  * other delivery overwrites the same location). */
 imagen_error *imagen_queue_ack(imagen_queue *queue, imagen_lease *lease, const char *output, const char *timings);
 
+/* Ends n deliveries as done at once: one script call (Redis) or one
+ * transaction (sqlite) instead of n, which is what lets a consumer of many
+ * small jobs keep up with a queue that publishes in batches. outputs[i] and
+ * timings[i] are as for imagen_queue_ack(); timings itself may be NULL (no
+ * timings for any). errs[i] receives each delivery's own result: NULL when
+ * acked, NOT_FOUND when its lease was lost. The return value is an error
+ * that concerns the whole call (the queue unreachable, a lease argument
+ * missing): then no errs[] are set and no delivery is known to have ended
+ * (they expire and are delivered again). */
+imagen_error *imagen_queue_ack_batch(imagen_queue *queue, imagen_lease *const *leases, size_t n,
+                                     const char *const *outputs, const char *const *timings, imagen_error **errs);
+
 /* Ends the delivery: failed for good with `message`. */
 imagen_error *imagen_queue_fail(imagen_queue *queue, imagen_lease *lease, const char *message, const char *timings);
 

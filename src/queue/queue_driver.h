@@ -25,6 +25,10 @@ typedef struct imagen_queue_driver {
                           imagen_lease **leases, size_t *n_out);
     imagen_error *(*extend)(void *state, imagen_lease *lease);
     imagen_error *(*ack)(void *state, imagen_lease *lease, const char *output, const char *timings);
+    /* n >= 1 leases, errs[] set for each on success; may be NULL, and
+     * queue.c then calls ack once per lease. */
+    imagen_error *(*ack_batch)(void *state, imagen_lease *const *leases, size_t n, const char *const *outputs,
+                               const char *const *timings, imagen_error **errs);
     imagen_error *(*fail)(void *state, imagen_lease *lease, const char *message, const char *timings);
     imagen_error *(*retry)(void *state, imagen_lease *lease, const char *message, int64_t delay_ms, bool *dead);
     imagen_error *(*release)(void *state, imagen_lease *lease);

@@ -241,7 +241,8 @@ run_simple(sqlite_queue *q, stmt_id id, const char *doing)
  * lost release leaves the job to its lease expiry. Since the WAL is one
  * sequential file, the next FULL commit makes the NORMAL ones before it
  * durable too. A job's life then costs two fsyncs (publish and ack)
- * instead of three, and fsyncs are what bound throughput on most disks. */
+ * instead of three, and fsyncs are what bound throughput on most disks;
+ * publish_batch and ack_batch share one fsync among a whole batch. */
 static imagen_error *
 sync_set(sqlite_queue *q, bool full)
 {
@@ -766,6 +767,58 @@ sqlite_ack(void *state, imagen_lease *lease, const char *output, const char *tim
     return err;
 }
 
+/* Acks n deliveries in one IMMEDIATE transaction, so the whole batch costs
+ * one durable commit (one fsync) instead of n. Each lease is matched by
+ * ST_ACK exactly as sqlite_ack() matches it, and a lost one only sets its
+ * own errs[i], with sqlite_ack()'s message, while the others are acked.
+ * Any other failure (the write lock not obtained within BUSY_TIMEOUT_MS,
+ * I/O) rolls the whole batch back and leaves errs[] all NULL: nothing was
+ * acked, and the deliveries expire as if the call had never been made. */
+static imagen_error *
+sqlite_ack_batch(void *state, imagen_lease *const *leases, size_t n, const char *const *outputs,
+                 const char *const *timings, imagen_error **errs)
+{
+    sqlite_queue *q = state;
+    for (size_t i = 0; i < n; i++)
+        errs[i] = NULL;
+    pthread_mutex_lock(&q->mu);
+    /* synchronous is chosen before BEGIN, as sqlite_publish() does; the
+     * lease_update() calls below then find it already FULL. A batch of one
+     * needs no explicit transaction: the UPDATE commits on its own. */
+    imagen_error *err = sync_set(q, true);
+    if (err == NULL && n > 1)
+        err = tx_begin(q);
+    int64_t now = now_ms();
+    for (size_t i = 0; err == NULL && i < n; i++) {
+        sqlite3_stmt *st = NULL;
+        err = lease_update(q, ST_ACK, leases[i], true, &st);
+        if (err != NULL)
+            break;
+        bind_text_or_null(st, 3, outputs[i]);
+        bind_text_or_null(st, 4, timings != NULL ? timings[i] : NULL);
+        sqlite3_bind_int64(st, 5, now);
+        /* Not lease_update_run(): a lost lease must stay this lease's own
+         * result, apart from a database error that ends the batch. */
+        err = stmt_exec(q, st, "acked");
+        if (err == NULL && sqlite3_changes(q->db) == 0)
+            errs[i] = lease_lost(q, leases[i], "acked");
+    }
+    if (n > 1) {
+        if (err == NULL)
+            err = tx_commit(q);
+        if (err != NULL)
+            tx_rollback(q);
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (err != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            imagen_error_free(errs[i]);
+            errs[i] = NULL;
+        }
+    }
+    return err;
+}
+
 static imagen_error *
 sqlite_fail(void *state, imagen_lease *lease, const char *message, const char *timings)
 {
@@ -1039,6 +1092,7 @@ const imagen_queue_driver imagen_queue_driver_sqlite = {
     .pull = sqlite_pull,
     .extend = sqlite_extend,
     .ack = sqlite_ack,
+    .ack_batch = sqlite_ack_batch,
     .fail = sqlite_fail,
     .retry = sqlite_retry,
     .release = sqlite_release,

@@ -87,6 +87,17 @@ conf_get(imagen_queue *q, const char *id)
     return job;
 }
 
+/* The entry of `op` in a counts array; NULL when the op has none. */
+static const imagen_queue_counts *
+conf_counts_find(const imagen_queue_counts *counts, size_t n, const char *op)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(counts[i].op, op) == 0)
+            return &counts[i];
+    }
+    return NULL;
+}
+
 /* Publish and get: the record of a job nobody has touched. */
 static void
 conf_publish_get(void)
@@ -458,6 +469,154 @@ conf_ack_fail(void)
     imagen_queue_close(q);
 }
 
+/* ack_batch → every delivery done with its own output and timings, as n
+ * acks would leave them; a lost lease in a batch fails alone (NOT_FOUND
+ * naming its job) and neither stops the others nor touches the delivery
+ * that replaced it; n == 0 does nothing. */
+static void
+conf_ack_batch(void)
+{
+    imagen_queue *q = conf_open("c1", CONF_MAX_ATTEMPTS);
+    imagen_queue *other = conf_open("c2", CONF_MAX_ATTEMPTS);
+    enum { N = 4 };
+    char ids[N][IMAGEN_JOB_ID_SIZE];
+    for (int i = 0; i < N; i++)
+        conf_publish(q, "cf_ackbatch", "{}", ids[i]);
+    const char *ops[] = {"cf_ackbatch"};
+    imagen_lease *leases[N + 1] = {NULL};
+    size_t n = 0;
+    CHECK_OK(imagen_queue_pull(q, ops, 1, N + 1, 0, leases, &n));
+    CHECK_INT_EQ(n, N);
+    const char *outputs[N] = {"/out/ab0.png", "/out/ab1.png", "/out/ab2.png", "/out/ab3.png"};
+    const char *timings[N] = {"{\"infer\":10}", "{\"infer\":11}", "{\"infer\":12}", "{\"infer\":13}"};
+    imagen_error *errs[N] = {NULL};
+    if (n == N) {
+        /* Nothing to end: no call to the driver, every delivery still on. */
+        CHECK_OK(imagen_queue_ack_batch(q, leases, 0, outputs, timings, errs));
+        imagen_job *job = conf_get(q, leases[0]->job->id);
+        CHECK(job != NULL && job->state == IMAGEN_JOB_RUNNING);
+        imagen_job_free(job);
+
+        int64_t before = (int64_t)imagen_time_wall_ms();
+        CHECK_OK(imagen_queue_ack_batch(q, leases, N, outputs, timings, errs));
+        for (int i = 0; i < N; i++) {
+            CHECK(errs[i] == NULL);
+            imagen_error_free(errs[i]);
+            errs[i] = NULL;
+            job = conf_get(q, leases[i]->job->id);
+            CHECK(job != NULL);
+            if (job == NULL)
+                continue;
+            CHECK_INT_EQ(job->state, IMAGEN_JOB_DONE);
+            CHECK_STR_EQ(job->output, outputs[i]);
+            CHECK_STR_EQ(job->timings, timings[i]);
+            CHECK(job->finished_ms >= before - 1000 && job->finished_ms >= job->started_ms);
+            CHECK_INT_EQ(job->attempts, 1);
+            CHECK_STR_EQ(job->consumer, "c1");
+            imagen_job_free(job);
+        }
+        imagen_queue_counts *counts = NULL;
+        size_t n_counts = 0;
+        CHECK_OK(imagen_queue_counts_get(q, &counts, &n_counts));
+        const imagen_queue_counts *c = conf_counts_find(counts, n_counts, "cf_ackbatch");
+        CHECK(c != NULL);
+        if (c != NULL) {
+            CHECK_INT_EQ(c->done, N);
+            CHECK_INT_EQ(c->queued + c->running + c->failed + c->dead, 0);
+        }
+        free(counts);
+
+        /* Ended deliveries cannot be ended again, in a batch either. */
+        CHECK_OK(imagen_queue_ack_batch(q, leases, 2, outputs, NULL, errs));
+        for (int i = 0; i < 2; i++) {
+            CHECK(errs[i] != NULL && imagen_error_code_of(errs[i]) == IMAGEN_ERR_NOT_FOUND &&
+                  strstr(imagen_error_message(errs[i]), leases[i]->job->id) != NULL);
+            imagen_error_free(errs[i]);
+            errs[i] = NULL;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        imagen_lease_free(leases[i]);
+
+    /* A batch of one lease already acked, one live and one whose job was
+     * released and delivered again to another consumer; no timings. */
+    char acked_id[IMAGEN_JOB_ID_SIZE], live_id[IMAGEN_JOB_ID_SIZE], moved_id[IMAGEN_JOB_ID_SIZE];
+    conf_publish(q, "cf_ackbatch_mix", "{}", acked_id);
+    conf_publish(q, "cf_ackbatch_mix", "{}", live_id);
+    conf_publish(q, "cf_ackbatch_mix", "{}", moved_id);
+    imagen_lease *acked = conf_pull1(q, "cf_ackbatch_mix", 0);
+    imagen_lease *live = conf_pull1(q, "cf_ackbatch_mix", 0);
+    imagen_lease *moved = conf_pull1(q, "cf_ackbatch_mix", 0);
+    imagen_lease *fresh = NULL;
+    CHECK(acked != NULL && live != NULL && moved != NULL);
+    if (acked != NULL && live != NULL && moved != NULL) {
+        CHECK_STR_EQ(acked->job->id, acked_id);
+        CHECK_STR_EQ(live->job->id, live_id);
+        CHECK_STR_EQ(moved->job->id, moved_id);
+        CHECK_OK(imagen_queue_ack(q, acked, "/out/single.png", "{\"infer\":1}"));
+        CHECK_OK(imagen_queue_release(q, moved));
+        fresh = conf_pull1(other, "cf_ackbatch_mix", 0);
+        CHECK(fresh != NULL && strcmp(fresh->job->id, moved_id) == 0);
+
+        imagen_lease *batch[3] = {acked, live, moved};
+        const char *batch_outputs[3] = {"/out/again.png", "/out/live.png", "/out/stale.png"};
+        imagen_error *batch_errs[3] = {NULL, NULL, NULL};
+        CHECK_OK(imagen_queue_ack_batch(q, batch, 3, batch_outputs, NULL, batch_errs));
+        CHECK(batch_errs[0] != NULL && imagen_error_code_of(batch_errs[0]) == IMAGEN_ERR_NOT_FOUND &&
+              strstr(imagen_error_message(batch_errs[0]), acked_id) != NULL);
+        CHECK(batch_errs[1] == NULL);
+        CHECK(batch_errs[2] != NULL && imagen_error_code_of(batch_errs[2]) == IMAGEN_ERR_NOT_FOUND &&
+              strstr(imagen_error_message(batch_errs[2]), moved_id) != NULL);
+        for (int i = 0; i < 3; i++)
+            imagen_error_free(batch_errs[i]);
+
+        imagen_job *job = conf_get(q, acked_id); /* the first ack stands */
+        CHECK(job != NULL && job->state == IMAGEN_JOB_DONE);
+        if (job != NULL) {
+            CHECK_STR_EQ(job->output, "/out/single.png");
+            CHECK_STR_EQ(job->timings, "{\"infer\":1}");
+        }
+        imagen_job_free(job);
+        job = conf_get(q, live_id);
+        CHECK(job != NULL && job->state == IMAGEN_JOB_DONE && job->finished_ms > 0);
+        if (job != NULL) {
+            CHECK_STR_EQ(job->output, "/out/live.png");
+            CHECK(job->timings == NULL);
+        }
+        imagen_job_free(job);
+        job = conf_get(q, moved_id); /* still the other consumer's */
+        CHECK(job != NULL && job->state == IMAGEN_JOB_RUNNING && job->output == NULL);
+        if (job != NULL)
+            CHECK_STR_EQ(job->consumer, "c2");
+        imagen_job_free(job);
+
+        if (fresh != NULL) {
+            imagen_error *fresh_err = NULL;
+            CHECK_OK(imagen_queue_ack_batch(other, &fresh, 1, batch_outputs + 2, NULL, &fresh_err));
+            CHECK(fresh_err == NULL);
+            imagen_error_free(fresh_err);
+            job = conf_get(q, moved_id);
+            CHECK(job != NULL && job->state == IMAGEN_JOB_DONE);
+            if (job != NULL)
+                CHECK_STR_EQ(job->output, "/out/stale.png");
+            imagen_job_free(job);
+        }
+    }
+    CHECK(conf_pull1(q, "cf_ackbatch_mix", 0) == NULL);
+    imagen_queue_counts *counts = NULL;
+    size_t n_counts = 0;
+    CHECK_OK(imagen_queue_counts_get(q, &counts, &n_counts));
+    const imagen_queue_counts *c = conf_counts_find(counts, n_counts, "cf_ackbatch_mix");
+    CHECK(c != NULL && c->done == 3 && c->running == 0 && c->queued == 0);
+    free(counts);
+    imagen_lease_free(acked);
+    imagen_lease_free(live);
+    imagen_lease_free(moved);
+    imagen_lease_free(fresh);
+    imagen_queue_close(other);
+    imagen_queue_close(q);
+}
+
 /* retry → queued again, held back for the delay, then delivered as the
  * next attempt. */
 static void
@@ -697,16 +856,6 @@ conf_requeue(void)
     imagen_queue_close(q);
 }
 
-static const imagen_queue_counts *
-conf_counts_find(const imagen_queue_counts *counts, size_t n, const char *op)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(counts[i].op, op) == 0)
-            return &counts[i];
-    }
-    return NULL;
-}
-
 /* Kills `n` jobs of op through retries on a handle allowing one attempt. */
 static void
 conf_make_dead(imagen_queue *q1, const char *op, int n)
@@ -833,6 +982,7 @@ queue_conformance_run(const char *url)
     RUN(conf_expiry);
     RUN(conf_lease_is_per_delivery);
     RUN(conf_ack_fail);
+    RUN(conf_ack_batch);
     RUN(conf_retry_delay);
     RUN(conf_retry_to_dead);
     RUN(conf_expiry_to_dead);

@@ -9,14 +9,16 @@
  *                               entry id ("dead_entry")
  *   imagen:dead:<op>            dead-letter stream, one entry (id, error) per dead job
  *   imagen:delayed:<op>         zset of jobs waiting out a retry delay, score = due ms
- *   imagen:state:<op>:<state>   zset per op and state, score = created_ms, so
- *                               counts are ZCARDs and list is a ZREVRANGE
+ *   imagen:counts:<op>          hash: how many jobs of the op are in each state
+ *   imagen:done:<op>            list of the op's done job ids, latest first
+ *   imagen:state:<op>:failed    zsets of the failed and of the dead jobs,
+ *   imagen:state:<op>:dead      score = created_ms (requeue takes jobs out)
  *   imagen:ops                  set of every op that ever had a job
  *   imagen:min_lease_ms         the shortest lease any consumer has taken, so
  *                               pull scans only PEL entries idle that long
  *
- * Every state transition is one Lua script, so the hash, the state zsets,
- * the stream and its pending-entries list (PEL) change together even when
+ * Every state transition is one Lua script, so the hash, the counts, the
+ * indexes, the stream and its pending-entries list (PEL) change together even when
  * two workers race; the scripts build key names themselves, which is fine on
  * a single Redis (Redis Cluster is not supported). A lease is the PEL entry
  * of the job's stream entry plus a random token kept in the hash: expiry is
@@ -28,7 +30,14 @@
  *
  * Entries are XACKed and XDELed as soon as their delivery ends and nothing is
  * ever trimmed (no MAXLEN): a pending entry must never disappear under a
- * running job, and ended entries are already gone.
+ * running job, and ended entries are already gone. So the stream holds
+ * exactly the jobs queued or in hand (XLEN is what autoscalers watch), and
+ * queued and running jobs are found from the stream and its PEL: only the
+ * three final states need indexes of their own.
+ *
+ * The hot path is batched: publish takes any number of jobs, pull delivers
+ * up to `max`, and one finish script ends any number of deliveries, so a
+ * batch pays a round trip and a script's fixed costs once.
  *
  * hiredis contexts are not thread-safe and a blocking wait holds one, so the
  * driver keeps a small pool: a call takes a context and gives it back. A
@@ -64,24 +73,85 @@
 
 /* ---- Lua scripts ---------------------------------------------------------- */
 
-/* Helpers shared by every script (prepended to each). */
+/* The fields of a job's record in the order every script returns them
+ * (HMGET), and the order job_from_fields() reads: 1-based positions in Lua,
+ * 0-based in C. "entry" is last and not part of imagen_job. */
+#define JOB_FIELDS_LUA                                                                                    \
+    "local JF = {'id', 'op', 'spec', 'state', 'attempts', 'created_ms', 'started_ms', 'finished_ms',\n" \
+    "            'updated_ms', 'consumer', 'error', 'output', 'timings', 'entry'}\n"
+enum {
+    JF_ID,
+    JF_OP,
+    JF_SPEC,
+    JF_STATE,
+    JF_ATTEMPTS,
+    JF_CREATED,
+    JF_STARTED,
+    JF_FINISHED,
+    JF_UPDATED,
+    JF_CONSUMER,
+    JF_ERROR,
+    JF_OUTPUT,
+    JF_TIMINGS,
+    JF_COUNT_
+};
+
+/* Helpers shared by every script (prepended to each).
+ *
+ * State changes go through set_state(), which does not write the counts at
+ * once: it sums them per op and state, and flush() writes the sums (and the
+ * ids that became done) at the end of the script. A batch of 256 jobs thus
+ * costs a handful of HINCRBYs and one LPUSH instead of several commands per
+ * job, and every script that changes a state ends with flush(). */
 #define LUA_PRELUDE                                                                                                 \
     "local P = 'imagen:'\n"                                                                                         \
     "local function jkey(id) return P .. 'job:' .. id end\n"                                                        \
     "local function qkey(op) return P .. 'q:' .. op end\n"                                                          \
     "local function dkey(op) return P .. 'delayed:' .. op end\n"                                                    \
     "local function deadkey(op) return P .. 'dead:' .. op end\n"                                                    \
-    "local function skey(op, st) return P .. 'state:' .. op .. ':' .. st end\n" /* The group reads from 0 so that   \
-                                                                                   nothing already in the stream is \
-                                                                                   skipped. */                      \
+    "local function ckey(op) return P .. 'counts:' .. op end\n"                                                     \
+    "local function donekey(op) return P .. 'done:' .. op end\n"                                                    \
+    "local function skey(op, st) return P .. 'state:' .. op .. ':' .. st end\n" JOB_FIELDS_LUA                      \
+    "local function record(id) return redis.call('HMGET', jkey(id), unpack(JF)) end\n"                             \
+    /* The group reads from 0 so that nothing already in the stream is skipped. */                                  \
     "local function ensure_group(op)\n"                                                                             \
     "  if redis.call('EXISTS', qkey(op)) == 0 then\n"                                                               \
     "    redis.pcall('XGROUP', 'CREATE', qkey(op), 'imagen', '0', 'MKSTREAM')\n"                                    \
     "  end\n"                                                                                                       \
     "end\n"                                                                                                         \
+    "local delta, done_ids = {}, {}\n"                                                                              \
     "local function set_state(id, op, from, to, created)\n"                                                         \
-    "  if from then redis.call('ZREM', skey(op, from), id) end\n"                                                   \
-    "  redis.call('ZADD', skey(op, to), created, id)\n"                                                             \
+    "  local t = delta[op]\n"                                                                                       \
+    "  if not t then t = {}; delta[op] = t end\n"                                                                   \
+    "  if from then\n"                                                                                              \
+    "    t[from] = (t[from] or 0) - 1\n"                                                                            \
+    "    if from == 'failed' or from == 'dead' then redis.call('ZREM', skey(op, from), id) end\n"                   \
+    "  end\n"                                                                                                       \
+    "  t[to] = (t[to] or 0) + 1\n"                                                                                  \
+    "  if to == 'failed' or to == 'dead' then\n"                                                                    \
+    "    redis.call('ZADD', skey(op, to), tonumber(created) or 0, id)\n"                                            \
+    "  elseif to == 'done' then\n"                                                                                  \
+    "    local d = done_ids[op]\n"                                                                                  \
+    "    if not d then d = {}; done_ids[op] = d end\n"                                                              \
+    "    d[#d + 1] = id\n"                                                                                          \
+    "  end\n"                                                                                                       \
+    "end\n" /* cmd key [extra] items..., in chunks that stay within Lua's unpack() limit */                         \
+    "local function bulk(cmd, key, extra, items)\n"                                                                 \
+    "  for i = 1, #items, 512 do\n"                                                                                 \
+    "    local a = {}\n"                                                                                            \
+    "    if extra then a[1] = extra end\n"                                                                          \
+    "    for j = i, math.min(i + 511, #items) do a[#a + 1] = items[j] end\n"                                       \
+    "    redis.call(cmd, key, unpack(a))\n"                                                                         \
+    "  end\n"                                                                                                       \
+    "end\n"                                                                                                         \
+    "local function flush()\n"                                                                                      \
+    "  for op, d in pairs(done_ids) do bulk('LPUSH', donekey(op), nil, d) end\n"                                    \
+    "  for op, t in pairs(delta) do\n"                                                                              \
+    "    for st, n in pairs(t) do\n"                                                                                \
+    "      if n ~= 0 then redis.call('HINCRBY', ckey(op), st, n) end\n"                                             \
+    "    end\n"                                                                                                     \
+    "  end\n"                                                                                                       \
+    "  delta, done_ids = {}, {}\n"                                                                                  \
     "end\n"                                                                                                         \
     "local function drop_entry(op, entry)\n"                                                                        \
     "  if entry and entry ~= '' then\n"                                                                             \
@@ -89,6 +159,16 @@
     "    redis.call('XDEL', qkey(op), entry)\n"                                                                     \
     "  end\n"                                                                                                       \
     "end\n"                                                                                                         \
+    "local function last_delivered(op)\n"                                                                         \
+    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', qkey(op))) do\n"                                           \
+    "    local name, last\n"                                                                                       \
+    "    for i = 1, #g, 2 do\n"                                                                                    \
+    "      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end\n"   \
+    "    end\n"                                                                                                    \
+    "    if name == 'imagen' then return last end\n"                                                               \
+    "  end\n"                                                                                                      \
+    "  return '0-0'\n"                                                                                             \
+    "end\n"                                                                                                        \
     "local function enqueue(id, op)\n"                                                                              \
     "  ensure_group(op)\n"                                                                                          \
     "  local e = redis.call('XADD', qkey(op), '*', 'id', id)\n"                                                     \
@@ -123,7 +203,8 @@
     "end\n"
 
 /* ARGV: op, now, then id, spec for each job: all published or, when an id
- * is taken, none. */
+ * is taken, none. Fields a new job does not have yet (attempts, started_ms,
+ * consumer...) are left out of its hash and read as 0 or none. */
 static const char lua_publish[] = LUA_PRELUDE
     "local op, now = ARGV[1], ARGV[2]\n"
     "for i = 3, #ARGV, 2 do\n"
@@ -131,32 +212,37 @@ static const char lua_publish[] = LUA_PRELUDE
     "exists') end\n"
     "end\n"
     "redis.call('SADD', P .. 'ops', op)\n"
+    "ensure_group(op)\n"
+    "local q = qkey(op)\n"
     "for i = 3, #ARGV, 2 do\n"
     "  local id = ARGV[i]\n"
-    "  redis.call('HSET', jkey(id), 'id', id, 'op', op, 'spec', ARGV[i + 1], 'state', 'queued', 'attempts', 0,\n"
-    "             'created_ms', now, 'started_ms', 0, 'finished_ms', 0, 'updated_ms', now)\n"
-    "  set_state(id, op, nil, 'queued', now)\n"
-    "  enqueue(id, op)\n"
+    "  local e = redis.call('XADD', q, '*', 'id', id)\n"
+    "  redis.call('HSET', jkey(id), 'id', id, 'op', op, 'spec', ARGV[i + 1], 'state', 'queued', 'created_ms', now,\n"
+    "             'updated_ms', now, 'entry', e)\n"
     "end\n"
+    "redis.call('HINCRBY', ckey(op), 'queued', (#ARGV - 2) / 2)\n"
     "return 'OK'\n";
 
 /* ARGV: consumer, lease_ms, max, now, max_attempts, token prefix, ops...
- * Returns {deliveries {{token, HGETALL}...}, next retry due ms or -1,
- * {last entry id per op stream}, stale entries dropped}. */
+ * Returns {deliveries {{token, record (JF order)}...}, next retry due ms or
+ * -1, {last entry id per op stream}, stale entries dropped}. */
 static const char lua_pull[] = LUA_PRELUDE
     "local consumer, lease_ms, max, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]\n"
     "local max_attempts, prefix = tonumber(ARGV[5]), ARGV[6]\n"
     "local ops = {}\n"
     "for i = 7, #ARGV do ops[#ops + 1] = ARGV[i] end\n"
     "local out, seq, stale = {}, 0, 0\n"
-    "local function deliver(id, op, from, entry, created)\n"
+    /* v is the job's record as record() read it; the delivery is returned
+     * as that record with this delivery's changes applied. */
+    "local function deliver(id, op, from, v)\n"
     "  seq = seq + 1\n"
-    "  local k = jkey(id)\n"
-    "  redis.call('HINCRBY', k, 'attempts', 1)\n"
-    "  redis.call('HSET', k, 'state', 'running', 'token', prefix .. '.' .. seq, 'consumer', consumer,\n"
-    "             'started_ms', now, 'updated_ms', now, 'entry', entry, 'lease_ms', lease_ms)\n"
-    "  set_state(id, op, from, 'running', created)\n"
-    "  out[#out + 1] = {prefix .. '.' .. seq, redis.call('HGETALL', k)}\n"
+    "  local token = prefix .. '.' .. seq\n"
+    "  local attempts = (tonumber(v[5]) or 0) + 1\n"
+    "  redis.call('HSET', jkey(id), 'state', 'running', 'attempts', attempts, 'token', token, 'consumer', consumer,\n"
+    "             'started_ms', now, 'updated_ms', now, 'lease_ms', lease_ms)\n"
+    "  v[4], v[5], v[7], v[9], v[10] = 'running', attempts, now, now, consumer\n"
+    "  set_state(id, op, from, 'running', v[6])\n"
+    "  out[#out + 1] = {token, v}\n"
     "end\n"
     "for _, op in ipairs(ops) do ensure_group(op) end\n"
     /* 1. Expired leases. Each delivery keeps the lease length of the
@@ -166,14 +252,14 @@ static const char lua_pull[] = LUA_PRELUDE
      * PEL holds only jobs in flight, so scanning it is cheap. */
     "local function reclaim(op, entry, f)\n"
     "  local id = (type(f) == 'table') and f[2] or nil\n"
-    "  local v = id and redis.call('HMGET', jkey(id), 'state', 'entry', 'created_ms', 'attempts')\n"
-    "  if not v or v[2] ~= entry or (v[1] ~= 'running' and v[1] ~= 'queued') then\n"
+    "  local v = id and record(id)\n"
+    "  if not v or v[14] ~= entry or (v[4] ~= 'running' and v[4] ~= 'queued') then\n"
     "    drop_entry(op, entry)\n"
-    "  elseif v[1] == 'running' and tonumber(v[4]) >= max_attempts then\n"
+    "  elseif v[4] == 'running' and (tonumber(v[5]) or 0) >= max_attempts then\n"
     "    drop_entry(op, entry)\n"
-    "    to_dead(id, op, 'running', v[3], 'lease expired on delivery ' .. v[4] .. ' of ' .. max_attempts, now)\n"
+    "    to_dead(id, op, 'running', v[6], 'lease expired on delivery ' .. v[5] .. ' of ' .. max_attempts, now)\n"
     "  else\n"
-    "    deliver(id, op, v[1], entry, v[3])\n"
+    "    deliver(id, op, v[4], v)\n"
     "  end\n"
     "end\n"
     /* Only entries idle for at least the shortest lease any consumer has
@@ -209,16 +295,13 @@ static const char lua_pull[] = LUA_PRELUDE
     /* 3. New entries. XREADGROUP over several streams takes COUNT from each,
      * so the script first peeks past the group's last-delivered id, merges
      * the streams oldest job first (ties in the ops' order) and then reads
-     * exactly the chosen prefix of each stream. */
-    "local function last_delivered(op)\n"
-    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', qkey(op))) do\n"
-    "    local name, last\n"
-    "    for i = 1, #g, 2 do\n"
-    "      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end\n"
-    "    end\n"
-    "    if name == 'imagen' then return last end\n"
-    "  end\n"
-    "  return '0-0'\n"
+     * exactly the chosen prefix of each stream. An entry is delivered only
+     * when its job is queued and still points at it; anything else is a
+     * stale entry and is dropped. */
+    "local function fresh(id, entry)\n"
+    "  local v = id and record(id)\n"
+    "  if v and v[4] == 'queued' and v[14] == entry then return v end\n"
+    "  return nil\n"
     "end\n"
     "local want = max - #out\n"
     /* One op (the usual worker): XREADGROUP reads exactly what is wanted. */
@@ -227,9 +310,9 @@ static const char lua_pull[] = LUA_PRELUDE
     "  local r = redis.call('XREADGROUP', 'GROUP', 'imagen', consumer, 'COUNT', want, 'STREAMS', qkey(op), '>')\n"
     "  for _, e in ipairs((r and r[1] and r[1][2]) or {}) do\n"
     "    local id = type(e[2]) == 'table' and e[2][2] or nil\n"
-    "    local v = id and redis.call('HMGET', jkey(id), 'state', 'entry', 'created_ms')\n"
-    "    if v and v[1] == 'queued' and v[2] == e[1] then\n"
-    "      deliver(id, op, 'queued', e[1], tonumber(v[3]) or 0)\n"
+    "    local v = fresh(id, e[1])\n"
+    "    if v then\n"
+    "      deliver(id, op, 'queued', v)\n"
     "    else\n"
     "      drop_entry(op, e[1]); stale = stale + 1\n"
     "    end\n"
@@ -242,8 +325,8 @@ static const char lua_pull[] = LUA_PRELUDE
     "    local list = {}\n"
     "    for _, e in ipairs(redis.call('XRANGE', qkey(op), '(' .. last_delivered(op), '+', 'COUNT', want)) do\n"
     "      local id = e[2][2]\n"
-    "      local v = redis.call('HMGET', jkey(id), 'state', 'entry', 'created_ms')\n"
-    "      list[#list + 1] = {e[1], id, v[1] == 'queued' and v[2] == e[1], tonumber(v[3]) or 0}\n"
+    "      local v = fresh(id, e[1])\n"
+    "      list[#list + 1] = {e[1], id, v, v and tonumber(v[6]) or 0}\n"
     "    end\n"
     "    cands[i] = {list = list, pos = 1}\n"
     "  end\n"
@@ -277,9 +360,10 @@ static const char lua_pull[] = LUA_PRELUDE
     "  end\n"
     "  for _, o in ipairs(order) do\n"
     "    local h = o[2]\n"
-    "    if got[o[1] .. ' ' .. h[1]] then deliver(h[2], ops[o[1]], 'queued', h[1], h[4]) end\n"
+    "    if got[o[1] .. ' ' .. h[1]] then deliver(h[2], ops[o[1]], 'queued', h[3]) end\n"
     "  end\n"
     "end\n"
+    "flush()\n"
     "local next_due = -1\n"
     "for _, op in ipairs(ops) do\n"
     "  local d = redis.call('ZRANGE', dkey(op), 0, 0, 'WITHSCORES')\n"
@@ -302,19 +386,40 @@ static const char lua_extend[] = LUA_PRELUDE "local v = leased(ARGV[1], ARGV[2])
                                              "redis.call('XCLAIM', qkey(v[3]), 'imagen', ARGV[3], 0, v[4], 'JUSTID')\n"
                                              "return 'OK'\n";
 
-/* ARGV: id, token, now, state ("done" or "failed"), output ('' = none),
- * error ('' = keep), timings ('' = keep). */
+/* ARGV: now, then for each delivery: id, token, state ("done" or "failed"),
+ * output ('' = none), error ('' = keep), timings ('' = keep). Returns one
+ * 'OK' or 'LOST' per delivery. The ended entries are XACKed and XDELed
+ * together per stream, after the records. */
 static const char lua_finish[] = LUA_PRELUDE
-    "local id, now, st = ARGV[1], ARGV[3], ARGV[4]\n"
-    "local v = leased(id, ARGV[2])\n"
-    "if not v then return 'LOST' end\n"
-    "drop_entry(v[3], v[4])\n"
-    "redis.call('HSET', jkey(id), 'state', st, 'finished_ms', now, 'updated_ms', now, 'entry', '', 'token', '')\n"
-    "if ARGV[5] ~= '' then redis.call('HSET', jkey(id), 'output', ARGV[5]) end\n"
-    "if ARGV[6] ~= '' then redis.call('HSET', jkey(id), 'error', ARGV[6]) end\n"
-    "if ARGV[7] ~= '' then redis.call('HSET', jkey(id), 'timings', ARGV[7]) end\n"
-    "set_state(id, v[3], 'running', st, v[5])\n"
-    "return 'OK'\n";
+    "local now = ARGV[1]\n"
+    "local res, ended = {}, {}\n"
+    "for i = 2, #ARGV, 6 do\n"
+    "  local id, st = ARGV[i], ARGV[i + 2]\n"
+    "  local v = leased(id, ARGV[i + 1])\n"
+    "  if not v then\n"
+    "    res[#res + 1] = 'LOST'\n"
+    "  else\n"
+    "    local op = v[3]\n"
+    "    if v[4] and v[4] ~= '' then\n"
+    "      local e = ended[op]\n"
+    "      if not e then e = {}; ended[op] = e end\n"
+    "      e[#e + 1] = v[4]\n"
+    "    end\n"
+    "    local f = {'state', st, 'finished_ms', now, 'updated_ms', now, 'entry', '', 'token', ''}\n"
+    "    if ARGV[i + 3] ~= '' then f[#f + 1] = 'output'; f[#f + 1] = ARGV[i + 3] end\n"
+    "    if ARGV[i + 4] ~= '' then f[#f + 1] = 'error'; f[#f + 1] = ARGV[i + 4] end\n"
+    "    if ARGV[i + 5] ~= '' then f[#f + 1] = 'timings'; f[#f + 1] = ARGV[i + 5] end\n"
+    "    redis.call('HSET', jkey(id), unpack(f))\n"
+    "    set_state(id, op, 'running', st, v[5])\n"
+    "    res[#res + 1] = 'OK'\n"
+    "  end\n"
+    "end\n"
+    "for op, e in pairs(ended) do\n"
+    "  bulk('XACK', qkey(op), 'imagen', e)\n"
+    "  bulk('XDEL', qkey(op), nil, e)\n"
+    "end\n"
+    "flush()\n"
+    "return res\n";
 
 /* ARGV: id, token, now, message, due ms, max_attempts, timings ('' = keep). */
 static const char lua_retry[] = LUA_PRELUDE
@@ -324,13 +429,15 @@ static const char lua_retry[] = LUA_PRELUDE
     "local op = v[3]\n"
     "drop_entry(op, v[4])\n"
     "if ARGV[7] ~= '' then redis.call('HSET', jkey(id), 'timings', ARGV[7]) end\n"
-    "if tonumber(v[6]) >= tonumber(ARGV[6]) then\n"
+    "if (tonumber(v[6]) or 0) >= tonumber(ARGV[6]) then\n"
     "  to_dead(id, op, 'running', v[5], ARGV[4], now)\n"
+    "  flush()\n"
     "  return 'DEAD'\n"
     "end\n"
     "redis.call('HSET', jkey(id), 'state', 'queued', 'error', ARGV[4], 'updated_ms', now, 'entry', '', 'token', '')\n"
     "set_state(id, op, 'running', 'queued', v[5])\n"
     "redis.call('ZADD', dkey(op), ARGV[5], id)\n"
+    "flush()\n"
     "return 'QUEUED'\n";
 
 /* ARGV: id, token, now. */
@@ -339,15 +446,18 @@ static const char lua_release[] =
                 "local v = leased(id, ARGV[2])\n"
                 "if not v then return 'LOST' end\n"
                 "drop_entry(v[3], v[4])\n"
-                "local a = tonumber(v[6]) - 1\n"
+                "local a = (tonumber(v[6]) or 0) - 1\n"
                 "if a < 0 then a = 0 end\n"
                 "redis.call('HSET', jkey(id), 'state', 'queued', 'attempts', a, 'updated_ms', now, 'token', '')\n"
                 "set_state(id, v[3], 'running', 'queued', v[5])\n"
                 "enqueue(id, v[3])\n"
+                "flush()\n"
                 "return 'OK'\n";
 
 /* ARGV: id, now. Returns 'OK', 'NOTFOUND' or the state that forbids it. */
-static const char lua_requeue[] = LUA_PRELUDE "return requeue(ARGV[1], ARGV[2])\n";
+static const char lua_requeue[] = LUA_PRELUDE "local r = requeue(ARGV[1], ARGV[2])\n"
+                                              "flush()\n"
+                                              "return r\n";
 
 /* ARGV: now, op ('' = every op). Returns how many were requeued. */
 static const char lua_requeue_dead[] =
@@ -358,6 +468,7 @@ static const char lua_requeue_dead[] =
                 "    if requeue(id, ARGV[1]) == 'OK' then n = n + 1 end\n"
                 "  end\n"
                 "end\n"
+                "flush()\n"
                 "return n\n";
 
 /* Returns {{op, queued, running, done, failed, dead}...} sorted by op. */
@@ -366,36 +477,77 @@ static const char lua_counts[] =
                 "table.sort(ops)\n"
                 "local out = {}\n"
                 "for _, op in ipairs(ops) do\n"
+                "  local c = redis.call('HMGET', ckey(op), 'queued', 'running', 'done', 'failed', 'dead')\n"
                 "  local row = {op}\n"
-                "  for _, st in ipairs({'queued', 'running', 'done', 'failed', 'dead'}) do\n"
-                "    row[#row + 1] = redis.call('ZCARD', skey(op, st))\n"
-                "  end\n"
+                "  for i = 1, 5 do row[#row + 1] = tonumber(c[i]) or 0 end\n"
                 "  out[#out + 1] = row\n"
                 "end\n"
                 "return out\n";
 
-/* ARGV: op ('' = all), state ('' = all), limit. Returns HGETALLs, newest first. */
+/* ARGV: op ('' = all), state ('' = all), limit. Returns records (JF order),
+ * newest created first. Where each state's candidates come from:
+ *   queued   the stream's newest entries after the group's last delivered
+ *            one (the entries not delivered yet) and the jobs waiting out a
+ *            retry delay;
+ *   running  the group's pending entries (the jobs in flight);
+ *   done     the done list, most recently finished first;
+ *   failed, dead  their zsets, by created time.
+ * The candidates' records are read, filtered by state and sorted. */
 static const char lua_list[] =
     LUA_PRELUDE "local ops = (ARGV[1] ~= '' and {ARGV[1]}) or redis.call('SMEMBERS', P .. 'ops')\n"
                 "local states = (ARGV[2] ~= '' and {ARGV[2]}) or {'queued', 'running', 'done', 'failed', 'dead'}\n"
                 "local limit = tonumber(ARGV[3])\n"
-                "local all = {}\n"
+                "local wanted, seen, cand = {}, {}, {}\n"
+                "for _, st in ipairs(states) do wanted[st] = true end\n"
+                "local function add(id)\n"
+                "  if id and not seen[id] then seen[id] = true; cand[#cand + 1] = id end\n"
+                "end\n"
+                "local function entry_job(e) return type(e[2]) == 'table' and e[2][2] or nil end\n"
                 "for _, op in ipairs(ops) do\n"
+                "  local has_q = redis.call('EXISTS', qkey(op)) == 1\n"
+                "  local pend = {0}\n"
+                "  if has_q then\n"
+                "    local r = redis.pcall('XPENDING', qkey(op), 'imagen')\n"
+                "    if type(r) == 'table' and r[1] then pend = r end\n"
+                "  end\n"
                 "  for _, st in ipairs(states) do\n"
-                "    local r = redis.call('ZREVRANGE', skey(op, st), 0, limit - 1, 'WITHSCORES')\n"
-                "    for i = 1, #r, 2 do all[#all + 1] = {r[i], tonumber(r[i + 1])} end\n"
+                "    if st == 'queued' then\n"
+                "      if has_q then\n"
+                "        local from = '(' .. last_delivered(op)\n"
+                "        for _, e in ipairs(redis.call('XREVRANGE', qkey(op), '+', from, 'COUNT', limit)) do\n"
+                "          add(entry_job(e))\n"
+                "        end\n"
+                "      end\n"
+                "      for _, id in ipairs(redis.call('ZRANGE', dkey(op), 0, limit - 1)) do add(id) end\n"
+                "    elseif st == 'running' then\n"
+                "      if has_q and pend[1] > 0 then\n"
+                "        for _, p in ipairs(redis.call('XPENDING', qkey(op), 'imagen', '-', '+', pend[1])) do\n"
+                "          local e = redis.call('XRANGE', qkey(op), p[1], p[1])[1]\n"
+                "          if e then add(entry_job(e)) end\n"
+                "        end\n"
+                "      end\n"
+                "    elseif st == 'done' then\n"
+                "      for _, id in ipairs(redis.call('LRANGE', donekey(op), 0, limit - 1)) do add(id) end\n"
+                "    else\n"
+                "      for _, id in ipairs(redis.call('ZREVRANGE', skey(op, st), 0, limit - 1)) do add(id) end\n"
+                "    end\n"
                 "  end\n"
                 "end\n"
+                "local all = {}\n"
+                "for _, id in ipairs(cand) do\n"
+                "  local v = record(id)\n"
+                "  if v[1] and wanted[v[4]] then all[#all + 1] = {tonumber(v[6]) or 0, id, v} end\n"
+                "end\n"
                 "table.sort(all, function(a, b)\n"
-                "  if a[2] ~= b[2] then return a[2] > b[2] end\n"
-                "  return a[1] > b[1]\n"
+                "  if a[1] ~= b[1] then return a[1] > b[1] end\n"
+                "  return a[2] > b[2]\n"
                 "end)\n"
                 "local out = {}\n"
-                "for i = 1, math.min(limit, #all) do\n"
-                "  local h = redis.call('HGETALL', jkey(all[i][1]))\n"
-                "  if #h > 0 then out[#out + 1] = h end\n"
-                "end\n"
+                "for i = 1, math.min(limit, #all) do out[#out + 1] = all[i][3] end\n"
                 "return out\n";
+
+/* ARGV: id. The record (JF order); all nil when there is no such job. */
+static const char lua_get[] = LUA_PRELUDE "return record(ARGV[1])\n";
 
 enum {
     SCRIPT_PUBLISH,
@@ -408,12 +560,13 @@ enum {
     SCRIPT_REQUEUE_DEAD,
     SCRIPT_COUNTS,
     SCRIPT_LIST,
+    SCRIPT_GET,
     SCRIPT_COUNT_
 };
 
 static const char *const script_text[SCRIPT_COUNT_] = {
-    lua_publish, lua_pull,    lua_extend,       lua_finish, lua_retry,
-    lua_release, lua_requeue, lua_requeue_dead, lua_counts, lua_list,
+    lua_publish, lua_pull,    lua_extend,       lua_finish, lua_retry, lua_release,
+    lua_requeue, lua_requeue_dead, lua_counts, lua_list,   lua_get,
 };
 
 /* ---- the handle and its connection pool --------------------------------- */
@@ -663,73 +816,65 @@ reply_is_str(const redisReply *r)
     return r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
 }
 
+/* A number field: Lua hands numbers it computed back as integers, and
+ * fields it only copied as strings; absent ones are 0. */
 static int64_t
-parse_i64(const char *s)
+field_i64(const redisReply *r)
 {
-    return s != NULL ? strtoll(s, NULL, 10) : 0;
+    if (r == NULL)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return (int64_t)r->integer;
+    return reply_is_str(r) ? strtoll(r->str, NULL, 10) : 0;
 }
 
-/* A job from a flat HGETALL reply. Empty optional fields mean "none". */
+/* An owned copy of a text field; absent or empty means none (NULL). */
+static bool
+field_dup(const redisReply *r, char **dst)
+{
+    *dst = NULL;
+    if (!reply_is_str(r) || r->len == 0)
+        return true;
+    *dst = malloc(r->len + 1);
+    if (*dst == NULL)
+        return false;
+    memcpy(*dst, r->str, r->len);
+    (*dst)[r->len] = '\0';
+    return true;
+}
+
+/* A job from a record in JF order (the scripts' record()).
+ * NOT_FOUND when the record has no id: the job does not exist. */
 static imagen_error *
-job_from_hash(const redisReply *h, imagen_job **out)
+job_from_fields(const redisReply *v, imagen_job **out)
 {
     *out = NULL;
-    if (h == NULL || h->type != REDIS_REPLY_ARRAY)
-        return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: job record is not a hash");
+    if (v == NULL || v->type != REDIS_REPLY_ARRAY || v->elements < JF_COUNT_)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: malformed job record");
+    const redisReply *const *f = (const redisReply *const *)v->element;
+    if (!reply_is_str(f[JF_ID]) || f[JF_ID]->len == 0 || f[JF_ID]->len >= IMAGEN_JOB_ID_SIZE)
+        return imagen_error_new(IMAGEN_ERR_NOT_FOUND, "job not found");
     imagen_job *job = calloc(1, sizeof *job);
     if (job == NULL)
         return &imagen__error_out_of_memory;
-    bool oom = false;
-    for (size_t i = 0; i + 1 < h->elements; i += 2) {
-        const redisReply *k = h->element[i], *v = h->element[i + 1];
-        if (!reply_is_str(k) || !reply_is_str(v))
-            continue;
-        const char *key = k->str, *val = v->str;
-        char **dst = NULL;
-        if (strcmp(key, "id") == 0)
-            snprintf(job->id, sizeof job->id, "%s", val);
-        else if (strcmp(key, "op") == 0)
-            dst = &job->op;
-        else if (strcmp(key, "spec") == 0)
-            dst = &job->spec;
-        else if (strcmp(key, "consumer") == 0)
-            dst = &job->consumer;
-        else if (strcmp(key, "error") == 0)
-            dst = &job->error;
-        else if (strcmp(key, "output") == 0)
-            dst = &job->output;
-        else if (strcmp(key, "timings") == 0)
-            dst = &job->timings;
-        else if (strcmp(key, "state") == 0)
-            imagen_job_state_parse(val, &job->state);
-        else if (strcmp(key, "attempts") == 0)
-            job->attempts = (int)parse_i64(val);
-        else if (strcmp(key, "created_ms") == 0)
-            job->created_ms = parse_i64(val);
-        else if (strcmp(key, "started_ms") == 0)
-            job->started_ms = parse_i64(val);
-        else if (strcmp(key, "finished_ms") == 0)
-            job->finished_ms = parse_i64(val);
-        else if (strcmp(key, "updated_ms") == 0)
-            job->updated_ms = parse_i64(val);
-        if (dst != NULL && v->len > 0) {
-            free(*dst);
-            *dst = malloc(v->len + 1);
-            if (*dst == NULL) {
-                oom = true;
-                continue;
-            }
-            memcpy(*dst, val, v->len);
-            (*dst)[v->len] = '\0';
-        }
-    }
-    if (oom) {
+    memcpy(job->id, f[JF_ID]->str, f[JF_ID]->len);
+    bool ok = field_dup(f[JF_OP], &job->op) && field_dup(f[JF_SPEC], &job->spec) &&
+              field_dup(f[JF_CONSUMER], &job->consumer) && field_dup(f[JF_ERROR], &job->error) &&
+              field_dup(f[JF_OUTPUT], &job->output) && field_dup(f[JF_TIMINGS], &job->timings);
+    if (!ok) {
         imagen_job_free(job);
         return &imagen__error_out_of_memory;
     }
-    if (job->op == NULL || job->spec == NULL || job->id[0] == '\0') {
+    if (reply_is_str(f[JF_STATE]))
+        imagen_job_state_parse(f[JF_STATE]->str, &job->state);
+    job->attempts = (int)field_i64(f[JF_ATTEMPTS]);
+    job->created_ms = field_i64(f[JF_CREATED]);
+    job->started_ms = field_i64(f[JF_STARTED]);
+    job->finished_ms = field_i64(f[JF_FINISHED]);
+    job->updated_ms = field_i64(f[JF_UPDATED]);
+    if (job->op == NULL || job->spec == NULL) {
         imagen_job_free(job);
-        return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: job record misses id, op or spec");
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: job record misses op or spec");
     }
     *out = job;
     return NULL;
@@ -878,7 +1023,7 @@ leases_from_reply(redis_queue *q, const redisReply *list, imagen_lease **leases,
         imagen_lease *lease = calloc(1, sizeof *lease);
         if (lease == NULL)
             return &imagen__error_out_of_memory;
-        imagen_error *err = job_from_hash(d->element[1], &lease->job);
+        imagen_error *err = job_from_fields(d->element[1], &lease->job);
         if (err != NULL) {
             free(lease);
             return err;
@@ -1038,35 +1183,66 @@ redis_extend(void *state, imagen_lease *lease)
     return NULL;
 }
 
+/* Ends n deliveries with one finish script: done (output) or failed
+ * (message); per[i] gets each one's result. */
 static imagen_error *
-finish(redis_queue *q, imagen_lease *lease, const char *st, const char *output, const char *message,
-       const char *timings)
+finish(redis_queue *q, imagen_lease *const *leases, size_t n, const char *st, const char *const *outputs,
+       const char *message, const char *const *timings, imagen_error **per)
 {
     args a = {0};
-    args_add(&a, lease->job->id);
-    args_add(&a, lease->token);
     now_arg(&a);
-    args_add(&a, st);
-    args_add(&a, output);
-    args_add(&a, message);
-    args_add(&a, timings);
+    for (size_t i = 0; i < n; i++) {
+        args_add(&a, leases[i]->job->id);
+        args_add(&a, leases[i]->token);
+        args_add(&a, st);
+        args_add(&a, outputs != NULL ? outputs[i] : NULL);
+        args_add(&a, message);
+        args_add(&a, timings != NULL ? timings[i] : NULL);
+    }
     redisReply *r = NULL;
     imagen_error *err = script_call(q, SCRIPT_FINISH, &a, &r);
     args_free(&a);
     IMAGEN_RETURN_IF_ERROR(err);
-    return lease_result(lease, r);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        freeReplyObject(r);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: malformed reply from the finish script");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = r->element[i];
+        per[i] = reply_is_str(e) && strcmp(e->str, "LOST") == 0
+                     ? imagen_error_new(IMAGEN_ERR_NOT_FOUND, "lease on job %s was lost", leases[i]->job->id)
+                     : NULL;
+    }
+    freeReplyObject(r);
+    return NULL;
+}
+
+static imagen_error *
+finish_one(redis_queue *q, imagen_lease *lease, const char *st, const char *output, const char *message,
+           const char *timings)
+{
+    imagen_error *per = NULL;
+    IMAGEN_RETURN_IF_ERROR(finish(q, &lease, 1, st, &output, message, &timings, &per));
+    return per;
 }
 
 static imagen_error *
 redis_ack(void *state, imagen_lease *lease, const char *output, const char *timings)
 {
-    return finish(state, lease, "done", output, NULL, timings);
+    return finish_one(state, lease, "done", output, NULL, timings);
+}
+
+static imagen_error *
+redis_ack_batch(void *state, imagen_lease *const *leases, size_t n, const char *const *outputs,
+                const char *const *timings, imagen_error **errs)
+{
+    return finish(state, leases, n, "done", outputs, NULL, timings, errs);
 }
 
 static imagen_error *
 redis_fail(void *state, imagen_lease *lease, const char *message, const char *timings)
 {
-    return finish(state, lease, "failed", NULL, message, timings);
+    return finish_one(state, lease, "failed", NULL, message, timings);
 }
 
 static imagen_error *
@@ -1109,31 +1285,18 @@ static imagen_error *
 redis_get(void *state, const char *id, imagen_job **out)
 {
     redis_queue *q = state;
-    redisContext *c = NULL;
-    IMAGEN_RETURN_IF_ERROR(conn_take(q, &c));
-    char key[64 + IMAGEN_JOB_ID_SIZE];
-    int klen = snprintf(key, sizeof key, "imagen:job:%s", id);
-    imagen_error *err = NULL;
-    if (klen < 0 || (size_t)klen >= sizeof key) {
+    args a = {0};
+    args_add(&a, id);
+    redisReply *r = NULL;
+    imagen_error *err = script_call(q, SCRIPT_GET, &a, &r);
+    args_free(&a);
+    IMAGEN_RETURN_IF_ERROR(err);
+    err = job_from_fields(r, out);
+    freeReplyObject(r);
+    if (err != NULL && imagen_error_code_of(err) == IMAGEN_ERR_NOT_FOUND) {
+        imagen_error_free(err);
         err = imagen_error_new(IMAGEN_ERR_NOT_FOUND, "job %s not found", id);
-    } else {
-        args a = {0};
-        args_add(&a, "HGETALL");
-        args_add(&a, key);
-        redisReply *r = NULL;
-        err = command(q, c, 0, &a, &r);
-        args_free(&a);
-        if (err == NULL) {
-            if (r->type == REDIS_REPLY_ARRAY && r->elements == 0)
-                err = imagen_error_new(IMAGEN_ERR_NOT_FOUND, "job %s not found", id);
-            else if (r->type == REDIS_REPLY_ERROR)
-                err = imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis at %s:%d: %s", q->host, q->port, r->str);
-            else
-                err = job_from_hash(r, out);
-            freeReplyObject(r);
-        }
     }
-    conn_give(q, c);
     return err;
 }
 
@@ -1160,7 +1323,7 @@ redis_list(void *state, const char *op, int state_filter, size_t limit, imagen_j
     }
     size_t count = 0;
     for (size_t i = 0; i < r->elements && err == NULL; i++) {
-        err = job_from_hash(r->element[i], &list[count]);
+        err = job_from_fields(r->element[i], &list[count]);
         if (err == NULL)
             count++;
     }
@@ -1258,6 +1421,7 @@ const imagen_queue_driver imagen_queue_driver_redis = {
     .pull = redis_pull,
     .extend = redis_extend,
     .ack = redis_ack,
+    .ack_batch = redis_ack_batch,
     .fail = redis_fail,
     .retry = redis_retry,
     .release = redis_release,

@@ -44,12 +44,17 @@ rd_connect(const char *url)
     return c;
 }
 
-/* An integer reply of a command (XLEN, ZCARD, DBSIZE ...), -1 on error. */
+/* An integer reply of a command (XLEN, ZCARD, DBSIZE ...), or a number
+ * held as a string (HGET of a counter), -1 on error or nil. */
 static long long
 rd_int(const char *fmt, const char *arg)
 {
     redisReply *r = redisCommand(rd_ctx, fmt, arg);
-    long long v = (r != NULL && r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+    long long v = -1;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r != NULL && r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
     if (r != NULL)
         freeReplyObject(r);
     return v;
@@ -192,7 +197,12 @@ rd_streams_match_counts(void)
         CHECK_INT_EQ(rd_int("XLEN imagen:q:%s", op), (long long)(c->queued + c->running) - delayed);
         CHECK_INT_EQ(rd_pending(op, NULL, 0), (long long)c->running);
         CHECK_INT_EQ(rd_int("XLEN imagen:dead:%s", op), (long long)c->dead);
-        CHECK_INT_EQ(rd_int("ZCARD imagen:state:%s:queued", op), (long long)c->queued);
+        /* The counts are kept in a hash; the terminal states also have
+         * their indexes (the done list, the failed and dead zsets). */
+        CHECK_INT_EQ(rd_int("HGET imagen:counts:%s queued", op), (long long)c->queued);
+        CHECK_INT_EQ(rd_int("LLEN imagen:done:%s", op), (long long)c->done);
+        CHECK_INT_EQ(rd_int("ZCARD imagen:state:%s:failed", op), (long long)c->failed);
+        CHECK_INT_EQ(rd_int("ZCARD imagen:state:%s:dead", op), (long long)c->dead);
     }
     free(counts);
 

@@ -4,9 +4,16 @@
 #
 #   bench/queue.sh
 #
-# imagen-bench-queue (bench/queue_bench.c) publishes JOBS jobs from one
-# thread while CONSUMERS threads pull up to PULL_MAX at a time and ack each
-# one; the rate runs from the first publish to the last ack.
+# imagen-bench-queue (bench/queue_bench.c) runs, for each driver, JOBS jobs
+# end to end twice, each time on an empty operation, with one publishing
+# thread and CONSUMERS threads that pull up to PULL_MAX at a time; a rate
+# runs from the first publish to the last ack:
+#   batched  (the headline): publish_batch of 256 jobs per call, as `imagen
+#            submit` does; each consumer ends what one pull gave it with one
+#            ack_batch (one commit or one script call per pull).
+#   per call: one publish per job and one ack per job, as before the batched
+#            calls existed.
+# then publishes JOBS more in batches of 256 with nobody consuming.
 #   sqlite: a fresh file in a temporary directory (WAL, synchronous=FULL).
 #   redis:  a redis-server started here on a free port, AOF on with
 #           appendfsync everysec (its usual production setting).
@@ -15,7 +22,8 @@
 #   - the raw XADD + XREADGROUP + XACK cost of a job: redis-cli --pipe
 #     sending JOBS XADDs, the XREADGROUPs (COUNT PULL_MAX) that read them
 #     and JOBS XACKs, timed end to end. The target is >= 50 % of it.
-# Target for sqlite: >= 2,000 jobs/s.
+# Target for sqlite: >= 2,000 jobs/s. The targets apply to the batched
+# figure; the ratio of the per-call one is printed beside it.
 #
 # Environment (defaults): JOBS (20000), CONSUMERS (2), PULL_MAX (16).
 set -euo pipefail
@@ -48,7 +56,7 @@ for _ in $(seq 1 100); do
     sleep 0.05
 done
 redis-cli -p "$port" ping >/dev/null || die "redis-server did not start (see $WORK/redis.log)"
-echo "jobs     $JOBS no-op jobs, $CONSUMERS consumer threads pulling up to $PULL_MAX at a time"
+echo "jobs     $JOBS no-op jobs per run, $CONSUMERS consumer threads pulling up to $PULL_MAX at a time"
 echo "redis    redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') on 127.0.0.1:$port, AOF everysec"
 echo
 
@@ -97,21 +105,28 @@ pending=$(redis-cli -p "$port" -n 2 xpending raw g | head -1)
 import json, sys
 meta, out, sq, rd = json.load(open(sys.argv[1])), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 xadd, raw, pending = float(sys.argv[5] or 0), float(sys.argv[6]), sys.argv[7]
-print(f"{'what':<52} {'jobs/s':>10} {'ratio':>8}  target")
-print("-" * 86)
-print(f"{'imagen sqlite driver: publish -> pull -> ack':<52} {sq['jobs_per_s']:>10.0f} "
-      f"{sq['jobs_per_s'] / 2000:>7.2f}x  >= 2,000 jobs/s")
-print(f"{'imagen redis driver: publish -> pull -> ack':<52} {rd['jobs_per_s']:>10.0f} "
-      f"{rd['jobs_per_s'] / raw:>7.1%}  >= 50 % of the raw commands")
-print(f"{'redis-cli --pipe: XADD + XREADGROUP + XACK (raw)':<52} {raw:>10.0f} {'1':>8}")
-print(f"{'redis-benchmark: XADD alone, pipelined 16':<52} {xadd:>10.0f}")
+print(f"{'what (jobs/s)':<48} {'batched':>9} {'ratio':>7}  {'per call':>9} {'ratio':>7}  target")
+print("-" * 114)
+print(f"{'imagen sqlite driver: publish -> pull -> ack':<48} {sq['jobs_per_s']:>9.0f} "
+      f"{sq['jobs_per_s'] / 2000:>6.2f}x  {sq['jobs_per_s_per_call']:>9.0f} "
+      f"{sq['jobs_per_s_per_call'] / 2000:>6.2f}x  >= 2,000 jobs/s")
+print(f"{'imagen redis driver: publish -> pull -> ack':<48} {rd['jobs_per_s']:>9.0f} "
+      f"{rd['jobs_per_s'] / raw:>7.1%}  {rd['jobs_per_s_per_call']:>9.0f} "
+      f"{rd['jobs_per_s_per_call'] / raw:>7.1%}  >= 50 % of the raw commands")
+print(f"{'redis-cli --pipe: XADD + XREADGROUP + XACK (raw)':<48} {raw:>9.0f} {'1':>7}")
+print(f"{'redis-benchmark: XADD alone, pipelined 16':<48} {xadd:>9.0f}")
 print()
-print(f"publish alone, one job per call: sqlite {sq['publish_per_s']:.0f}/s, redis {rd['publish_per_s']:.0f}/s; "
-      f"in batches of 256 (imagen submit): sqlite {sq['publish_batch_per_s']:.0f}/s, "
-      f"redis {rd['publish_batch_per_s']:.0f}/s")
-print(f"every job done: sqlite {sq['done']}/{sq['jobs']}, redis {rd['done']}/{rd['jobs']}; "
+print(f"batched: publish_batch of {sq['publish_batch']}, pull up to {sq['pull_max']}, one ack_batch per pull; "
+      f"per call: one publish per job, pull up to {sq['pull_max']}, one ack per job")
+print(f"publisher, one job per call (during the per-call run): sqlite {sq['publish_per_s']:.0f}/s, "
+      f"redis {rd['publish_per_s']:.0f}/s; in batches of {sq['publish_batch']} with nobody consuming "
+      f"(imagen submit): sqlite {sq['publish_batch_per_s']:.0f}/s, redis {rd['publish_batch_per_s']:.0f}/s")
+print(f"every job done: sqlite {sq['done']}/{sq['jobs']} batched, {sq['done_per_call']}/{sq['jobs']} per call; "
+      f"redis {rd['done']}/{rd['jobs']} batched, {rd['done_per_call']}/{rd['jobs']} per call; "
       f"raw stream left pending: {pending}")
 json.dump(dict(meta, sqlite=sq, redis=rd, redis_benchmark_xadd_per_s=xadd, raw_pipeline_per_s=raw,
-               sqlite_vs_target=sq["jobs_per_s"] / 2000, redis_vs_raw=rd["jobs_per_s"] / raw), open(out, "w"),
+               sqlite_vs_target=sq["jobs_per_s"] / 2000, redis_vs_raw=rd["jobs_per_s"] / raw,
+               sqlite_per_call_vs_target=sq["jobs_per_s_per_call"] / 2000,
+               redis_per_call_vs_raw=rd["jobs_per_s_per_call"] / raw), open(out, "w"),
           indent=1)
 EOF

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark in turn (make bench calls this):
 #   http_infer.sh, batching.sh, startup.sh, memory.sh, imageops.sh, grpc.sh,
-#   pipeline.sh, worker.sh
+#   pipeline.sh, worker.sh, queue.sh
 # Each prints its own table and saves bench/results/<name>-<timestamp>.{txt,json}.
 # The server is built once as Release in build-bench/ unless IMAGEN_SERVER_BIN
 # names a binary. Each script's environment knobs pass through (DURATION,
@@ -19,7 +19,7 @@ if [ -z "${IMAGEN_SERVER_BIN:-}" ]; then
 fi
 
 failed=()
-for b in http_infer batching startup memory imageops grpc pipeline worker; do
+for b in http_infer batching startup memory imageops grpc pipeline worker queue; do
     echo
     if ! "$here/$b.sh"; then
         echo "run-all.sh: $b.sh failed" >&2

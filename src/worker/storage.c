@@ -33,6 +33,21 @@ imagen_storage_global_init(void)
     pthread_once(&storage_once, storage_init_once);
 }
 
+/* libcurl's global init is thread-safe from 7.84.0 wherever the compiler
+ * has C11 atomics (CURL_VERSION_THREADSAFE). The version is checked where
+ * we are built rather than asked of the library at run time, because
+ * curl_version_info() itself sets up the TLS library's version strings:
+ * half a MiB of the pages this is meant to spare an idle worker. */
+bool
+imagen_storage_lazy_init_ok(void)
+{
+#if LIBCURL_VERSION_NUM >= 0x075400
+    return true;
+#else
+    return false;
+#endif
+}
+
 void
 imagen_storage_blob_free(imagen_storage_blob *blob)
 {

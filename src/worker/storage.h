@@ -42,9 +42,15 @@
 #define IMAGEN_STORAGE_CONNECT_TIMEOUT_MS 10000
 #define IMAGEN_STORAGE_TRANSFER_TIMEOUT_MS 120000
 
-/* Initialises libcurl once for the process (its global init is not
- * thread-safe). Idempotent and thread-safe; call before starting threads. */
+/* Initialises libcurl once for the process. Idempotent and thread-safe on
+ * our side; the first URL input or output calls it. Whether it may run
+ * while other threads are up depends on the libcurl: 7.84 and later built
+ * with a thread-safe global init say so (imagen_storage_lazy_init_ok());
+ * with an older one, call this before starting threads. Left to the first
+ * URL job, a worker that reads files and writes to directories never sets
+ * up libcurl's TLS stack, which is 2.2 MiB of its idle resident size. */
 void imagen_storage_global_init(void);
+bool imagen_storage_lazy_init_ok(void);
 
 /* Fetched input bytes. `data` points either into the spec (inline input,
  * borrowed) or to `owned`; imagen_storage_blob_free() frees `owned` only. */

@@ -846,7 +846,10 @@ imagen_worker_run(const imagen_worker_options *opts)
     pthread_mutex_init(&w->counts_mu, NULL);
     w->start_time_s = (double)imagen_time_wall_ms() / 1000.0;
 
-    imagen_storage_global_init();
+    /* Threads start below; a libcurl whose global init is not thread-safe
+     * gets it now, any other at its first URL job (storage.h). */
+    if (!imagen_storage_lazy_init_ok())
+        imagen_storage_global_init();
 
     sigset_t mask;
     sigemptyset(&mask);

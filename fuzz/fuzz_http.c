@@ -72,7 +72,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (r != IMAGEN_HTTP_PARSE_OK)
         return 0;
-    if (h.head_len > size || !inside(h.method, h.method_len, data, size) || (!inside(h.path, h.path_len, data, size) && strcmp(h.path, "/") != 0) ||
+    if (h.head_len > size || !inside(h.method, h.method_len, data, size) ||
+        (!inside(h.path, h.path_len, data, size) && strcmp(h.path, "/") != 0) ||
         !inside(h.content_encoding, h.content_encoding_len, data, size) ||
         !inside(h.accept_encoding, h.accept_encoding_len, data, size) ||
         !inside(h.infer_header_length, h.infer_header_length_len, data, size))

@@ -62,17 +62,17 @@ typedef struct imagen_server_options {
     int repository_poll_secs;          /* poll mode interval, > 0; default 15 */
     const char *const *startup_models; /* explicit mode --load-model names ("*" = all) */
     size_t n_startup_models;
-    const char *model_config_name;     /* --model-config-name, NULL = config.pbtxt */
-    bool strict_readiness;             /* default true */
-    bool exit_on_error;                /* default true: create fails if a model fails */
-    bool disable_auto_complete_config; /* default false */
-    const char *backend_directory;     /* external backends; NULL = none */
-    const char *server_id;             /* default "triton" */
-    int model_load_thread_count;       /* default 4 */
-    int exit_timeout_secs;             /* drain bound on stop; default 30 */
-    int cpu_threads;                   /* threads a backend may use in total; 0 = cores */
-    bool latency_histograms;           /* keep nv_inference_first_response_histogram_ms */
-    bool latency_summaries;            /* keep the nv_inference_*_summary_us quantiles */
+    const char *model_config_name;                          /* --model-config-name, NULL = config.pbtxt */
+    bool strict_readiness;                                  /* default true */
+    bool exit_on_error;                                     /* default true: create fails if a model fails */
+    bool disable_auto_complete_config;                      /* default false */
+    const char *backend_directory;                          /* external backends; NULL = none */
+    const char *server_id;                                  /* default "triton" */
+    int model_load_thread_count;                            /* default 4 */
+    int exit_timeout_secs;                                  /* drain bound on stop; default 30 */
+    int cpu_threads;                                        /* threads a backend may use in total; 0 = cores */
+    bool latency_histograms;                                /* keep nv_inference_first_response_histogram_ms */
+    bool latency_summaries;                                 /* keep the nv_inference_*_summary_us quantiles */
     double summary_quantiles[IMAGEN_SUMMARY_MAX_QUANTILES]; /* in (0, 1]; default 0.5 0.9 0.95 0.99 0.999 */
     size_t n_summary_quantiles;
     /* Backends compiled into the program (src/backends/registry.c); the core
@@ -213,8 +213,8 @@ typedef enum {
 } imagen_summary_kind;
 
 typedef struct imagen_latency_summary {
-    uint64_t count;                                    /* since load */
-    double sum_us;                                     /* since load */
+    uint64_t count;                                   /* since load */
+    double sum_us;                                    /* since load */
     double quantile_us[IMAGEN_SUMMARY_MAX_QUANTILES]; /* last minute; NaN without observations */
 } imagen_latency_summary;
 

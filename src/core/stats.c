@@ -66,7 +66,7 @@ struct imagen_stats {
  * increment per phase under a mutex taken once per request.
  * ==================================================================== */
 
-#define SKETCH_SUB 16                                 /* buckets per power of two */
+#define SKETCH_SUB 16                                       /* buckets per power of two */
 #define SKETCH_BUCKETS (SKETCH_SUB + (64 - 4) * SKETCH_SUB) /* exact below 16 ns, then log */
 #define SKETCH_WINDOWS 5
 #define SKETCH_WINDOW_NS (12ull * 1000000000ull)
@@ -119,8 +119,7 @@ sketch_record(latency_sketch *k, uint64_t slot, uint64_t ns)
 
 /* Fills the quantiles (µs) over the windows of the last minute. */
 static void
-sketch_quantiles(const latency_sketch *k, uint64_t slot, const double *qs, size_t nq, uint32_t *merged,
-                 double *out_us)
+sketch_quantiles(const latency_sketch *k, uint64_t slot, const double *qs, size_t nq, uint32_t *merged, double *out_us)
 {
     uint64_t total = 0;
     memset(merged, 0, SKETCH_BUCKETS * sizeof(uint32_t));

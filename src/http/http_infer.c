@@ -36,7 +36,7 @@ struct imagen__http_infer {
     void **owned;        /* buffers decoded from JSON; freed with the object */
     size_t n_owned, cap_owned;
     void *owned_inline[4]; /* `owned` for the usual few inputs */
-    out_spec *outs; /* requested outputs, in request order */
+    out_spec *outs;        /* requested outputs, in request order */
     size_t n_outs;
     bool binary_default;       /* binary_data_output: outputs not listed */
     bool raw;                  /* raw binary request: every output binary */
@@ -429,8 +429,8 @@ count_json_values(const char *text, size_t len)
     return n;
 }
 
-static imagen_error *build_json_parsed(imagen__http_infer *inf, const char *json, size_t json_len,
-                                       const char *binary, size_t binary_len, size_t max_input);
+static imagen_error *build_json_parsed(imagen__http_infer *inf, const char *json, size_t json_len, const char *binary,
+                                       size_t binary_len, size_t max_input);
 
 static imagen_error *
 build_json(imagen__http_infer *inf, const char *json, size_t json_len, const char *binary, size_t binary_len,

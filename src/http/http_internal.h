@@ -290,8 +290,7 @@ typedef struct imagen__http_blob {
  * *blobs (owned, free(); NULL when *n_blobs is 0) the outputs in order, to be
  * sent from the response's memory while `resp` lives: no copy. */
 imagen_error *imagen__http_infer_encode(imagen__http_infer *inf, const imagen_response *resp, imagen_buf *out,
-                                        size_t *json_len, bool *any_binary, imagen__http_blob **blobs,
-                                        size_t *n_blobs);
+                                        size_t *json_len, bool *any_binary, imagen__http_blob **blobs, size_t *n_blobs);
 
 /* Releases the request and everything the infer object owns. Accepts NULL. */
 void imagen__http_infer_free(imagen__http_infer *inf);
@@ -338,9 +337,9 @@ typedef struct imagen__http_head {
     size_t method_len;
     const char *path; /* the target's path: no query string, not decoded ("/" for "http://host") */
     size_t path_len;
-    int minor_version;    /* HTTP/1.<minor_version> */
-    bool keep_alive;      /* the connection may carry another request after this one */
-    bool chunked;         /* Transfer-Encoding: chunked */
+    int minor_version; /* HTTP/1.<minor_version> */
+    bool keep_alive;   /* the connection may carry another request after this one */
+    bool chunked;      /* Transfer-Encoding: chunked */
     bool has_content_length;
     uint64_t content_length;
     bool expect_continue; /* Expect: 100-continue */

@@ -26,10 +26,10 @@
 
 #include "common/utf8.h"
 
-#define JDOC_MAX_DEPTH 1024           /* containers inside containers */
-#define JDOC_CHUNK_BYTES (64u << 10)  /* arena growth beyond the first block */
-#define JDOC_STACK_INITIAL 64         /* pending container members before the first growth */
-#define JDOC_NUMBER_INLINE 64         /* longer real literals are copied to the heap for strtod */
+#define JDOC_MAX_DEPTH 1024          /* containers inside containers */
+#define JDOC_CHUNK_BYTES (64u << 10) /* arena growth beyond the first block */
+#define JDOC_STACK_INITIAL 64        /* pending container members before the first growth */
+#define JDOC_NUMBER_INLINE 64        /* longer real literals are copied to the heap for strtod */
 
 typedef struct jchunk {
     struct jchunk *next;
@@ -168,7 +168,10 @@ hex4(const char *s)
     int v = 0;
     for (int i = 0; i < 4; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0)
             return -1;
         v = v * 16 + d;
@@ -235,14 +238,30 @@ parse_string(parser *p, const char **out, size_t *out_len)
         char e = p->text[k + 1];
         k += 2;
         switch (e) {
-        case '"': dst[o++] = '"'; break;
-        case '\\': dst[o++] = '\\'; break;
-        case '/': dst[o++] = '/'; break;
-        case 'b': dst[o++] = '\b'; break;
-        case 'f': dst[o++] = '\f'; break;
-        case 'n': dst[o++] = '\n'; break;
-        case 'r': dst[o++] = '\r'; break;
-        case 't': dst[o++] = '\t'; break;
+        case '"':
+            dst[o++] = '"';
+            break;
+        case '\\':
+            dst[o++] = '\\';
+            break;
+        case '/':
+            dst[o++] = '/';
+            break;
+        case 'b':
+            dst[o++] = '\b';
+            break;
+        case 'f':
+            dst[o++] = '\f';
+            break;
+        case 'n':
+            dst[o++] = '\n';
+            break;
+        case 'r':
+            dst[o++] = '\r';
+            break;
+        case 't':
+            dst[o++] = '\t';
+            break;
         case 'u': {
             int hi = k + 4 <= i ? hex4(p->text + k) : -1;
             if (hi < 0) {

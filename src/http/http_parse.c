@@ -103,11 +103,11 @@ parse_transfer_encoding(const char *v, size_t n, bool *chunked)
     return saw_chunked ? 0 : 400;
 }
 
-#define FAIL(st, msg)                                                                                                  \
-    do {                                                                                                               \
-        *status = (st);                                                                                                \
-        *message = (msg);                                                                                              \
-        return IMAGEN_HTTP_PARSE_ERROR;                                                                                \
+#define FAIL(st, msg)                   \
+    do {                                \
+        *status = (st);                 \
+        *message = (msg);               \
+        return IMAGEN_HTTP_PARSE_ERROR; \
     } while (0)
 
 imagen__http_parse_result
@@ -272,13 +272,13 @@ imagen__http_parse_head(const char *buf, size_t len, imagen__http_head *head, in
 /* ---- chunked transfer coding (RFC 9112 §7.1) ---- */
 
 enum {
-    CHUNK_SIZE = 0,   /* hex digits of the chunk size */
-    CHUNK_EXT,        /* ";ext" up to the line end */
-    CHUNK_SIZE_LF,    /* after CR of the size line */
-    CHUNK_DATA,       /* `remaining` data bytes */
-    CHUNK_DATA_CR,    /* CRLF after the data */
-    CHUNK_DATA_LF,    /* LF after that CR */
-    CHUNK_TRAILER,    /* start of a trailer line (or the final empty line) */
+    CHUNK_SIZE = 0, /* hex digits of the chunk size */
+    CHUNK_EXT,      /* ";ext" up to the line end */
+    CHUNK_SIZE_LF,  /* after CR of the size line */
+    CHUNK_DATA,     /* `remaining` data bytes */
+    CHUNK_DATA_CR,  /* CRLF after the data */
+    CHUNK_DATA_LF,  /* LF after that CR */
+    CHUNK_TRAILER,  /* start of a trailer line (or the final empty line) */
     CHUNK_TRAILER_LINE,
     CHUNK_TRAILER_LF, /* LF after the CR of a trailer line */
     CHUNK_FINAL_LF,   /* LF after the CR of the final empty line */
@@ -299,10 +299,10 @@ imagen__http_chunked_done(const imagen__http_chunked *c)
     return c->state == CHUNK_DONE;
 }
 
-#define CHUNK_FAIL(msg)                                                                                                \
-    do {                                                                                                               \
-        *message = (msg);                                                                                              \
-        return (size_t)-1;                                                                                             \
+#define CHUNK_FAIL(msg)    \
+    do {                   \
+        *message = (msg);  \
+        return (size_t)-1; \
     } while (0)
 
 size_t
@@ -314,7 +314,7 @@ imagen__http_chunked_feed(imagen__http_chunked *c, const char *in, size_t len, i
         char ch = in[i];
         switch (c->state) {
         case CHUNK_SIZE: {
-            int d = ch >= '0' && ch <= '9' ? ch - '0'
+            int d = ch >= '0' && ch <= '9'   ? ch - '0'
                     : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
                     : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
                                              : -1;

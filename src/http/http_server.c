@@ -93,10 +93,10 @@ struct http_loop {
     pthread_t thread;
     bool started;
     atomic_bool stop;
-    pthread_mutex_t mu;                     /* guards the hand-back list */
+    pthread_mutex_t mu;                       /* guards the hand-back list */
     http_conn *handback_head, *handback_tail; /* connections returned by completions */
-    http_conn *conns;                       /* every open connection (loop thread only) */
-    uint64_t now_ns;                        /* at the last wake-up */
+    http_conn *conns;                         /* every open connection (loop thread only) */
+    uint64_t now_ns;                          /* at the last wake-up */
     uint64_t next_sweep_ns;
 };
 
@@ -122,7 +122,7 @@ typedef struct http_req {
     uint64_t announced;      /* the Content-Length header's value, 0 if none */
     char *body;              /* received bytes (the JSON header only, when split); owned */
     size_t len, cap;
-    size_t expected;    /* bytes `body` will hold, when announced and within the limit, else 0 */
+    size_t expected; /* bytes `body` will hold, when announced and within the limit, else 0 */
     /* A binary inference request (Inference-Header-Content-Length) is split
      * as it arrives: the JSON header into `body`, the tensor bytes into
      * `blob`, a buffer of exactly their size. Input tensors then start
@@ -131,14 +131,14 @@ typedef struct http_req {
     bool split;
     char *blob; /* owned */
     size_t blob_len, blob_cap, blob_expected;
-    bool too_large;     /* body over the limit: discard the rest, answer 400 */
-    uint64_t received;  /* body bytes offered, counted even while discarding */
-    char *inflated;     /* decompressed body; owned */
-    char *model;        /* decoded ${M}; owned */
+    bool too_large;    /* body over the limit: discard the rest, answer 400 */
+    uint64_t received; /* body bytes offered, counted even while discarding */
+    char *inflated;    /* decompressed body; owned */
+    char *model;       /* decoded ${M}; owned */
     imagen__http_encoding content_encoding;
     char content_encoding_text[72]; /* for the error message */
     imagen__http_encoding accept;
-    char *header_length; /* Inference-Header-Content-Length value; owned */
+    char *header_length;      /* Inference-Header-Content-Length value; owned */
     imagen__http_infer *inf;  /* owned */
     imagen_response *resp;    /* from the completion; owned */
     imagen__http_reply reply; /* admin helper thread result */
@@ -189,27 +189,48 @@ static const char *
 reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return status < 500 ? "Bad Request" : "Internal Server Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return status < 500 ? "Bad Request" : "Internal Server Error";
     }
 }
 
@@ -585,8 +606,8 @@ prepare_infer_reply(http_conn *c, bool keep_request)
     bool by_reference = r->accept == IMAGEN_HTTP_ENC_IDENTITY;
     imagen__http_blob *blobs = NULL;
     size_t n_blobs = 0;
-    imagen_error *err = imagen__http_infer_encode(r->inf, r->resp, &out, &json_len, &binary,
-                                                 by_reference ? &blobs : NULL, &n_blobs);
+    imagen_error *err =
+        imagen__http_infer_encode(r->inf, r->resp, &out, &json_len, &binary, by_reference ? &blobs : NULL, &n_blobs);
     if (n_blobs == 0) {
         imagen_response_free(r->resp);
         r->resp = NULL;
@@ -877,8 +898,8 @@ route_request(http_conn *c)
     size_t len = r->len;
     if (r->content_encoding != IMAGEN_HTTP_ENC_IDENTITY && len > 0) {
         size_t out_len = 0;
-        imagen_error *err = imagen__http_inflate(r->content_encoding, r->body, r->len, http->max_input, &r->inflated,
-                                                 &out_len);
+        imagen_error *err =
+            imagen__http_inflate(r->content_encoding, r->body, r->len, http->max_input, &r->inflated, &out_len);
         if (err != NULL) {
             conn_reply_error(c, err);
             return DISPATCH_REPLY;
@@ -897,9 +918,9 @@ route_request(http_conn *c)
             return DISPATCH_REPLY;
         }
         if (has_nul) {
-            conn_reply_error(c, imagen_error_new(IMAGEN_ERR_INVALID_ARG,
-                                                 "Request for unknown model: '%.*s' is not found",
-                                                 (int)route->model_len, route->model));
+            conn_reply_error(c,
+                             imagen_error_new(IMAGEN_ERR_INVALID_ARG, "Request for unknown model: '%.*s' is not found",
+                                              (int)route->model_len, route->model));
             return DISPATCH_REPLY;
         }
     }
@@ -987,8 +1008,9 @@ start_request(http_conn *c, const imagen__http_head *h)
 
     r->content_encoding = IMAGEN_HTTP_ENC_IDENTITY;
     if (h->content_encoding != NULL) {
-        size_t n = h->content_encoding_len < sizeof(r->content_encoding_text) - 1 ? h->content_encoding_len
-                                                                                  : sizeof(r->content_encoding_text) - 1;
+        size_t n = h->content_encoding_len < sizeof(r->content_encoding_text) - 1
+                       ? h->content_encoding_len
+                       : sizeof(r->content_encoding_text) - 1;
         memcpy(r->content_encoding_text, h->content_encoding, n);
         r->content_encoding_text[n] = '\0';
         r->content_encoding = n == h->content_encoding_len
@@ -1026,8 +1048,8 @@ start_request(http_conn *c, const imagen__http_head *h)
                 r->body[0] = '\0';
             }
             if (r->split) {
-                size_t bpre = r->blob_expected < HTTP_BODY_PREALLOC_MAX_BYTES ? r->blob_expected
-                                                                               : HTTP_BODY_PREALLOC_MAX_BYTES;
+                size_t bpre =
+                    r->blob_expected < HTTP_BODY_PREALLOC_MAX_BYTES ? r->blob_expected : HTTP_BODY_PREALLOC_MAX_BYTES;
                 if ((r->blob = malloc(bpre + 1)) != NULL) {
                     r->blob_cap = bpre;
                     r->blob[0] = '\0';
@@ -1185,7 +1207,7 @@ conn_drive(http_conn *c)
             if (r->chunked) {
                 const char *msg = NULL;
                 size_t used = c->rlen > c->rpos ? imagen__http_chunked_feed(&r->chunk, c->rbuf + c->rpos,
-                                                                           c->rlen - c->rpos, append_body, c, &msg)
+                                                                            c->rlen - c->rpos, append_body, c, &msg)
                                                 : 0;
                 if (used == (size_t)-1) {
                     conn_fail(c, 400, msg);
@@ -1437,8 +1459,7 @@ loop_sweep(http_loop *loop)
         /* A completion stamps the clock itself, so last_active_ns may be
          * later than the loop's cached now. */
         uint64_t idle = loop->now_ns > c->last_active_ns ? loop->now_ns - c->last_active_ns : 0;
-        if (st != CONN_WAITING &&
-            (idle > HTTP_IDLE_TIMEOUT_NS || (st == CONN_LINGER && idle > HTTP_LINGER_NS)))
+        if (st != CONN_WAITING && (idle > HTTP_IDLE_TIMEOUT_NS || (st == CONN_LINGER && idle > HTTP_LINGER_NS)))
             conn_close(c);
         c = next;
     }

@@ -76,7 +76,7 @@
 /* The fields of a job's record in the order every script returns them
  * (HMGET), and the order job_from_fields() reads: 1-based positions in Lua,
  * 0-based in C. "entry" is last and not part of imagen_job. */
-#define JOB_FIELDS_LUA                                                                                    \
+#define JOB_FIELDS_LUA                                                                                  \
     "local JF = {'id', 'op', 'spec', 'state', 'attempts', 'created_ms', 'started_ms', 'finished_ms',\n" \
     "            'updated_ms', 'consumer', 'error', 'output', 'timings', 'entry'}\n"
 enum {
@@ -103,103 +103,104 @@ enum {
  * ids that became done) at the end of the script. A batch of 256 jobs thus
  * costs a handful of HINCRBYs and one LPUSH instead of several commands per
  * job, and every script that changes a state ends with flush(). */
-#define LUA_PRELUDE                                                                                                 \
-    "local P = 'imagen:'\n"                                                                                         \
-    "local function jkey(id) return P .. 'job:' .. id end\n"                                                        \
-    "local function qkey(op) return P .. 'q:' .. op end\n"                                                          \
-    "local function dkey(op) return P .. 'delayed:' .. op end\n"                                                    \
-    "local function deadkey(op) return P .. 'dead:' .. op end\n"                                                    \
-    "local function ckey(op) return P .. 'counts:' .. op end\n"                                                     \
-    "local function donekey(op) return P .. 'done:' .. op end\n"                                                    \
-    "local function skey(op, st) return P .. 'state:' .. op .. ':' .. st end\n" JOB_FIELDS_LUA                      \
-    "local function record(id) return redis.call('HMGET', jkey(id), unpack(JF)) end\n"                             \
-    /* The group reads from 0 so that nothing already in the stream is skipped. */                                  \
-    "local function ensure_group(op)\n"                                                                             \
-    "  if redis.call('EXISTS', qkey(op)) == 0 then\n"                                                               \
-    "    redis.pcall('XGROUP', 'CREATE', qkey(op), 'imagen', '0', 'MKSTREAM')\n"                                    \
-    "  end\n"                                                                                                       \
-    "end\n"                                                                                                         \
-    "local delta, done_ids = {}, {}\n"                                                                              \
-    "local function set_state(id, op, from, to, created)\n"                                                         \
-    "  local t = delta[op]\n"                                                                                       \
-    "  if not t then t = {}; delta[op] = t end\n"                                                                   \
-    "  if from then\n"                                                                                              \
-    "    t[from] = (t[from] or 0) - 1\n"                                                                            \
-    "    if from == 'failed' or from == 'dead' then redis.call('ZREM', skey(op, from), id) end\n"                   \
-    "  end\n"                                                                                                       \
-    "  t[to] = (t[to] or 0) + 1\n"                                                                                  \
-    "  if to == 'failed' or to == 'dead' then\n"                                                                    \
-    "    redis.call('ZADD', skey(op, to), tonumber(created) or 0, id)\n"                                            \
-    "  elseif to == 'done' then\n"                                                                                  \
-    "    local d = done_ids[op]\n"                                                                                  \
-    "    if not d then d = {}; done_ids[op] = d end\n"                                                              \
-    "    d[#d + 1] = id\n"                                                                                          \
-    "  end\n"                                                                                                       \
-    "end\n" /* cmd key [extra] items..., in chunks that stay within Lua's unpack() limit */                         \
-    "local function bulk(cmd, key, extra, items)\n"                                                                 \
-    "  for i = 1, #items, 512 do\n"                                                                                 \
-    "    local a = {}\n"                                                                                            \
-    "    if extra then a[1] = extra end\n"                                                                          \
-    "    for j = i, math.min(i + 511, #items) do a[#a + 1] = items[j] end\n"                                       \
-    "    redis.call(cmd, key, unpack(a))\n"                                                                         \
-    "  end\n"                                                                                                       \
-    "end\n"                                                                                                         \
-    "local function flush()\n"                                                                                      \
-    "  for op, d in pairs(done_ids) do bulk('LPUSH', donekey(op), nil, d) end\n"                                    \
-    "  for op, t in pairs(delta) do\n"                                                                              \
-    "    for st, n in pairs(t) do\n"                                                                                \
-    "      if n ~= 0 then redis.call('HINCRBY', ckey(op), st, n) end\n"                                             \
-    "    end\n"                                                                                                     \
-    "  end\n"                                                                                                       \
-    "  delta, done_ids = {}, {}\n"                                                                                  \
-    "end\n"                                                                                                         \
-    "local function drop_entry(op, entry)\n"                                                                        \
-    "  if entry and entry ~= '' then\n"                                                                             \
-    "    redis.call('XACK', qkey(op), 'imagen', entry)\n"                                                           \
-    "    redis.call('XDEL', qkey(op), entry)\n"                                                                     \
-    "  end\n"                                                                                                       \
-    "end\n"                                                                                                         \
-    "local function last_delivered(op)\n"                                                                         \
-    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', qkey(op))) do\n"                                           \
-    "    local name, last\n"                                                                                       \
-    "    for i = 1, #g, 2 do\n"                                                                                    \
-    "      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end\n"   \
-    "    end\n"                                                                                                    \
-    "    if name == 'imagen' then return last end\n"                                                               \
-    "  end\n"                                                                                                      \
-    "  return '0-0'\n"                                                                                             \
-    "end\n"                                                                                                        \
-    "local function enqueue(id, op)\n"                                                                              \
-    "  ensure_group(op)\n"                                                                                          \
-    "  local e = redis.call('XADD', qkey(op), '*', 'id', id)\n"                                                     \
-    "  redis.call('HSET', jkey(id), 'entry', e)\n"                                                                  \
-    "end\n"                                                                                                         \
-    "local function to_dead(id, op, from, created, msg, now)\n"                                                     \
-    "  local d = redis.call('XADD', deadkey(op), '*', 'id', id, 'error', msg)\n"                                    \
-    "  redis.call('HSET', jkey(id), 'state', 'dead', 'error', msg, 'finished_ms', now, 'updated_ms', now,\n"        \
-    "             'entry', '', 'token', '', 'dead_entry', d)\n"                                                     \
-    "  set_state(id, op, from, 'dead', created)\n"                                                                  \
-    "end\n" /* The check every end of a delivery starts with. */                                                    \
-    "local function leased(id, token)\n"                                                                            \
-    "  local v = redis.call('HMGET', jkey(id), 'state', 'token', 'op', 'entry', 'created_ms', 'attempts')\n"        \
-    "  if v[1] ~= 'running' or v[2] ~= token then return nil end\n"                                                 \
-    "  return v\n"                                                                                                  \
-    "end\n"                                                                                                         \
-    "local function requeue(id, now)\n"                                                                             \
-    "  local v = redis.call('HMGET', jkey(id), 'state', 'op', 'created_ms', 'dead_entry')\n"                        \
-    "  if not v[1] then return 'NOTFOUND' end\n"                                                                    \
-    "  if v[1] ~= 'failed' and v[1] ~= 'dead' then return v[1] end\n"                                               \
-    "  local op = v[2]\n"                                                                                           \
-    "  if v[4] then\n"                                                                                              \
-    "    redis.call('XDEL', deadkey(op), v[4])\n"                                                                   \
-    "    redis.call('HDEL', jkey(id), 'dead_entry')\n"                                                              \
-    "  end\n"                                                                                                       \
-    "  redis.call('ZREM', dkey(op), id)\n"                                                                          \
-    "  redis.call('HSET', jkey(id), 'state', 'queued', 'attempts', 0, 'finished_ms', 0, 'updated_ms', now,\n"       \
-    "             'token', '')\n"                                                                                   \
-    "  set_state(id, op, v[1], 'queued', v[3])\n"                                                                   \
-    "  enqueue(id, op)\n"                                                                                           \
-    "  return 'OK'\n"                                                                                               \
+#define LUA_PRELUDE                                                                                                   \
+    "local P = 'imagen:'\n"                                                                                           \
+    "local function jkey(id) return P .. 'job:' .. id end\n"                                                          \
+    "local function qkey(op) return P .. 'q:' .. op end\n"                                                            \
+    "local function dkey(op) return P .. 'delayed:' .. op end\n"                                                      \
+    "local function deadkey(op) return P .. 'dead:' .. op end\n"                                                      \
+    "local function ckey(op) return P .. 'counts:' .. op end\n"                                                       \
+    "local function donekey(op) return P .. 'done:' .. op end\n"                                                      \
+    "local function skey(op, st) return P .. 'state:' .. op .. ':' .. st end\n" JOB_FIELDS_LUA                        \
+    "local function record(id) return redis.call('HMGET', jkey(id), unpack(JF)) end\n" /* The group reads from 0 so   \
+                                                                                          that nothing already in the \
+                                                                                          stream is skipped. */       \
+    "local function ensure_group(op)\n"                                                                               \
+    "  if redis.call('EXISTS', qkey(op)) == 0 then\n"                                                                 \
+    "    redis.pcall('XGROUP', 'CREATE', qkey(op), 'imagen', '0', 'MKSTREAM')\n"                                      \
+    "  end\n"                                                                                                         \
+    "end\n"                                                                                                           \
+    "local delta, done_ids = {}, {}\n"                                                                                \
+    "local function set_state(id, op, from, to, created)\n"                                                           \
+    "  local t = delta[op]\n"                                                                                         \
+    "  if not t then t = {}; delta[op] = t end\n"                                                                     \
+    "  if from then\n"                                                                                                \
+    "    t[from] = (t[from] or 0) - 1\n"                                                                              \
+    "    if from == 'failed' or from == 'dead' then redis.call('ZREM', skey(op, from), id) end\n"                     \
+    "  end\n"                                                                                                         \
+    "  t[to] = (t[to] or 0) + 1\n"                                                                                    \
+    "  if to == 'failed' or to == 'dead' then\n"                                                                      \
+    "    redis.call('ZADD', skey(op, to), tonumber(created) or 0, id)\n"                                              \
+    "  elseif to == 'done' then\n"                                                                                    \
+    "    local d = done_ids[op]\n"                                                                                    \
+    "    if not d then d = {}; done_ids[op] = d end\n"                                                                \
+    "    d[#d + 1] = id\n"                                                                                            \
+    "  end\n"                                                                                                         \
+    "end\n" /* cmd key [extra] items..., in chunks that stay within Lua's unpack() limit */                           \
+    "local function bulk(cmd, key, extra, items)\n"                                                                   \
+    "  for i = 1, #items, 512 do\n"                                                                                   \
+    "    local a = {}\n"                                                                                              \
+    "    if extra then a[1] = extra end\n"                                                                            \
+    "    for j = i, math.min(i + 511, #items) do a[#a + 1] = items[j] end\n"                                          \
+    "    redis.call(cmd, key, unpack(a))\n"                                                                           \
+    "  end\n"                                                                                                         \
+    "end\n"                                                                                                           \
+    "local function flush()\n"                                                                                        \
+    "  for op, d in pairs(done_ids) do bulk('LPUSH', donekey(op), nil, d) end\n"                                      \
+    "  for op, t in pairs(delta) do\n"                                                                                \
+    "    for st, n in pairs(t) do\n"                                                                                  \
+    "      if n ~= 0 then redis.call('HINCRBY', ckey(op), st, n) end\n"                                               \
+    "    end\n"                                                                                                       \
+    "  end\n"                                                                                                         \
+    "  delta, done_ids = {}, {}\n"                                                                                    \
+    "end\n"                                                                                                           \
+    "local function drop_entry(op, entry)\n"                                                                          \
+    "  if entry and entry ~= '' then\n"                                                                               \
+    "    redis.call('XACK', qkey(op), 'imagen', entry)\n"                                                             \
+    "    redis.call('XDEL', qkey(op), entry)\n"                                                                       \
+    "  end\n"                                                                                                         \
+    "end\n"                                                                                                           \
+    "local function last_delivered(op)\n"                                                                             \
+    "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', qkey(op))) do\n"                                              \
+    "    local name, last\n"                                                                                          \
+    "    for i = 1, #g, 2 do\n"                                                                                       \
+    "      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end\n"      \
+    "    end\n"                                                                                                       \
+    "    if name == 'imagen' then return last end\n"                                                                  \
+    "  end\n"                                                                                                         \
+    "  return '0-0'\n"                                                                                                \
+    "end\n"                                                                                                           \
+    "local function enqueue(id, op)\n"                                                                                \
+    "  ensure_group(op)\n"                                                                                            \
+    "  local e = redis.call('XADD', qkey(op), '*', 'id', id)\n"                                                       \
+    "  redis.call('HSET', jkey(id), 'entry', e)\n"                                                                    \
+    "end\n"                                                                                                           \
+    "local function to_dead(id, op, from, created, msg, now)\n"                                                       \
+    "  local d = redis.call('XADD', deadkey(op), '*', 'id', id, 'error', msg)\n"                                      \
+    "  redis.call('HSET', jkey(id), 'state', 'dead', 'error', msg, 'finished_ms', now, 'updated_ms', now,\n"          \
+    "             'entry', '', 'token', '', 'dead_entry', d)\n"                                                       \
+    "  set_state(id, op, from, 'dead', created)\n"                                                                    \
+    "end\n" /* The check every end of a delivery starts with. */                                                      \
+    "local function leased(id, token)\n"                                                                              \
+    "  local v = redis.call('HMGET', jkey(id), 'state', 'token', 'op', 'entry', 'created_ms', 'attempts')\n"          \
+    "  if v[1] ~= 'running' or v[2] ~= token then return nil end\n"                                                   \
+    "  return v\n"                                                                                                    \
+    "end\n"                                                                                                           \
+    "local function requeue(id, now)\n"                                                                               \
+    "  local v = redis.call('HMGET', jkey(id), 'state', 'op', 'created_ms', 'dead_entry')\n"                          \
+    "  if not v[1] then return 'NOTFOUND' end\n"                                                                      \
+    "  if v[1] ~= 'failed' and v[1] ~= 'dead' then return v[1] end\n"                                                 \
+    "  local op = v[2]\n"                                                                                             \
+    "  if v[4] then\n"                                                                                                \
+    "    redis.call('XDEL', deadkey(op), v[4])\n"                                                                     \
+    "    redis.call('HDEL', jkey(id), 'dead_entry')\n"                                                                \
+    "  end\n"                                                                                                         \
+    "  redis.call('ZREM', dkey(op), id)\n"                                                                            \
+    "  redis.call('HSET', jkey(id), 'state', 'queued', 'attempts', 0, 'finished_ms', 0, 'updated_ms', now,\n"         \
+    "             'token', '')\n"                                                                                     \
+    "  set_state(id, op, v[1], 'queued', v[3])\n"                                                                     \
+    "  enqueue(id, op)\n"                                                                                             \
+    "  return 'OK'\n"                                                                                                 \
     "end\n"
 
 /* ARGV: op, now, then id, spec for each job: all published or, when an id
@@ -390,36 +391,36 @@ static const char lua_extend[] = LUA_PRELUDE "local v = leased(ARGV[1], ARGV[2])
  * output ('' = none), error ('' = keep), timings ('' = keep). Returns one
  * 'OK' or 'LOST' per delivery. The ended entries are XACKed and XDELed
  * together per stream, after the records. */
-static const char lua_finish[] = LUA_PRELUDE
-    "local now = ARGV[1]\n"
-    "local res, ended = {}, {}\n"
-    "for i = 2, #ARGV, 6 do\n"
-    "  local id, st = ARGV[i], ARGV[i + 2]\n"
-    "  local v = leased(id, ARGV[i + 1])\n"
-    "  if not v then\n"
-    "    res[#res + 1] = 'LOST'\n"
-    "  else\n"
-    "    local op = v[3]\n"
-    "    if v[4] and v[4] ~= '' then\n"
-    "      local e = ended[op]\n"
-    "      if not e then e = {}; ended[op] = e end\n"
-    "      e[#e + 1] = v[4]\n"
-    "    end\n"
-    "    local f = {'state', st, 'finished_ms', now, 'updated_ms', now, 'entry', '', 'token', ''}\n"
-    "    if ARGV[i + 3] ~= '' then f[#f + 1] = 'output'; f[#f + 1] = ARGV[i + 3] end\n"
-    "    if ARGV[i + 4] ~= '' then f[#f + 1] = 'error'; f[#f + 1] = ARGV[i + 4] end\n"
-    "    if ARGV[i + 5] ~= '' then f[#f + 1] = 'timings'; f[#f + 1] = ARGV[i + 5] end\n"
-    "    redis.call('HSET', jkey(id), unpack(f))\n"
-    "    set_state(id, op, 'running', st, v[5])\n"
-    "    res[#res + 1] = 'OK'\n"
-    "  end\n"
-    "end\n"
-    "for op, e in pairs(ended) do\n"
-    "  bulk('XACK', qkey(op), 'imagen', e)\n"
-    "  bulk('XDEL', qkey(op), nil, e)\n"
-    "end\n"
-    "flush()\n"
-    "return res\n";
+static const char lua_finish[] =
+    LUA_PRELUDE "local now = ARGV[1]\n"
+                "local res, ended = {}, {}\n"
+                "for i = 2, #ARGV, 6 do\n"
+                "  local id, st = ARGV[i], ARGV[i + 2]\n"
+                "  local v = leased(id, ARGV[i + 1])\n"
+                "  if not v then\n"
+                "    res[#res + 1] = 'LOST'\n"
+                "  else\n"
+                "    local op = v[3]\n"
+                "    if v[4] and v[4] ~= '' then\n"
+                "      local e = ended[op]\n"
+                "      if not e then e = {}; ended[op] = e end\n"
+                "      e[#e + 1] = v[4]\n"
+                "    end\n"
+                "    local f = {'state', st, 'finished_ms', now, 'updated_ms', now, 'entry', '', 'token', ''}\n"
+                "    if ARGV[i + 3] ~= '' then f[#f + 1] = 'output'; f[#f + 1] = ARGV[i + 3] end\n"
+                "    if ARGV[i + 4] ~= '' then f[#f + 1] = 'error'; f[#f + 1] = ARGV[i + 4] end\n"
+                "    if ARGV[i + 5] ~= '' then f[#f + 1] = 'timings'; f[#f + 1] = ARGV[i + 5] end\n"
+                "    redis.call('HSET', jkey(id), unpack(f))\n"
+                "    set_state(id, op, 'running', st, v[5])\n"
+                "    res[#res + 1] = 'OK'\n"
+                "  end\n"
+                "end\n"
+                "for op, e in pairs(ended) do\n"
+                "  bulk('XACK', qkey(op), 'imagen', e)\n"
+                "  bulk('XDEL', qkey(op), nil, e)\n"
+                "end\n"
+                "flush()\n"
+                "return res\n";
 
 /* ARGV: id, token, now, message, due ms, max_attempts, timings ('' = keep). */
 static const char lua_retry[] = LUA_PRELUDE
@@ -565,7 +566,7 @@ enum {
 };
 
 static const char *const script_text[SCRIPT_COUNT_] = {
-    lua_publish, lua_pull,    lua_extend,       lua_finish, lua_retry, lua_release,
+    lua_publish, lua_pull,         lua_extend, lua_finish, lua_retry, lua_release,
     lua_requeue, lua_requeue_dead, lua_counts, lua_list,   lua_get,
 };
 

@@ -129,9 +129,9 @@ test_framing_errors_and_their_statuses(void)
     CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n", &h, &st),
                  IMAGEN_HTTP_PARSE_OK);
     CHECK_INT_EQ(h.content_length, 5);
-    CHECK_INT_EQ(parse("POST / HTTP/1.1\r\nTransfer-Encoding: identity, Chunked\r\nExpect: 100-Continue\r\n\r\n", &h,
-                       &st),
-                 IMAGEN_HTTP_PARSE_OK);
+    CHECK_INT_EQ(
+        parse("POST / HTTP/1.1\r\nTransfer-Encoding: identity, Chunked\r\nExpect: 100-Continue\r\n\r\n", &h, &st),
+        IMAGEN_HTTP_PARSE_OK);
     CHECK(h.chunked);
     CHECK(h.expect_continue);
 }
@@ -212,12 +212,12 @@ static void
 test_chunked_errors(void)
 {
     static const char *bad[] = {
-        "x\r\n",                    /* not hex */
-        "\r\n",                     /* no digits */
-        "3\r\nabcX",                /* no CRLF after data */
-        "3\r\nabc\rX",              /* CR without LF */
-        "1000000000000000000\r\n",  /* size overflows */
-        "0\r\nTrailer\rX",          /* broken trailer line */
+        "x\r\n",                   /* not hex */
+        "\r\n",                    /* no digits */
+        "3\r\nabcX",               /* no CRLF after data */
+        "3\r\nabc\rX",             /* CR without LF */
+        "1000000000000000000\r\n", /* size overflows */
+        "0\r\nTrailer\rX",         /* broken trailer line */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         imagen__http_chunked ch;

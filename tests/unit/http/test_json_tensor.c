@@ -173,8 +173,7 @@ test_big_unsigned_only_for_unsigned_types(void)
     p = NULL;
     /* Signed types refuse it; negative values and strings stay refused. */
     CHECK_ERR(decode("[18446744073709551615]", IMAGEN_TYPE_INT64, 1, &p, &n), IMAGEN_ERR_INVALID_ARG, "integer");
-    CHECK_ERR(decode("[-1, 18446744073709551615]", IMAGEN_TYPE_UINT64, 2, &p, &n), IMAGEN_ERR_INVALID_ARG,
-              "unsigned");
+    CHECK_ERR(decode("[-1, 18446744073709551615]", IMAGEN_TYPE_UINT64, 2, &p, &n), IMAGEN_ERR_INVALID_ARG, "unsigned");
     CHECK_ERR(decode("[\"5\"]", IMAGEN_TYPE_UINT64, 1, &p, &n), IMAGEN_ERR_INVALID_ARG, "unsigned");
     /* Floating types take it as the nearest double. */
     CHECK_OK(decode("[18446744073709551615]", IMAGEN_TYPE_FP64, 1, &p, &n));

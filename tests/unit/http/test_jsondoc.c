@@ -83,7 +83,8 @@ static void
 test_strings_escapes_and_utf8(void)
 {
     parsed p;
-    const char *t = "[\"a\\\"b\\\\c\\/\\b\\f\\n\\r\\t\", \"\\u00e9\\u20ac\\ud83d\\ude00\", \"x\\u0000y\", \"\xc3\xa9\"]";
+    const char *t =
+        "[\"a\\\"b\\\\c\\/\\b\\f\\n\\r\\t\", \"\\u00e9\\u20ac\\ud83d\\ude00\", \"x\\u0000y\", \"\xc3\xa9\"]";
     parse_into(&p, t, strlen(t), NULL, 0);
     CHECK(p.ok);
     const imagen__jv *a = p.root->v.items;

@@ -43,7 +43,7 @@ build:
 run: deps build
 	BUILD_DIR=$(BUILD_DIR) scripts/run.sh
 
-test: deps build
+test: deps build format-check
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
 	IMAGEN_SERVER_BIN=$(CURDIR)/$(BUILD_DIR)/imagen-server $(PYTHON) -m pytest $(PYTEST_FLAGS) tests/integration
 

@@ -276,7 +276,22 @@ imagen_queue_pull(imagen_queue *queue, const char *const *ops, size_t n_ops, siz
         return NULL;
     if (wait_ms < 0)
         wait_ms = 0;
-    return queue->driver->pull(queue->state, ops, n_ops, max, wait_ms, leases, n_out);
+    /* An op named twice would be read twice by a driver that merges the
+     * queues oldest job first; each op once is what the caller means. */
+    const char **uniq = malloc(n_ops * sizeof *uniq);
+    if (uniq == NULL)
+        return &imagen__error_out_of_memory;
+    size_t n_uniq = 0;
+    for (size_t i = 0; i < n_ops; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < n_uniq && !seen; j++)
+            seen = strcmp(uniq[j], ops[i]) == 0;
+        if (!seen)
+            uniq[n_uniq++] = ops[i];
+    }
+    imagen_error *err = queue->driver->pull(queue->state, uniq, n_uniq, max, wait_ms, leases, n_out);
+    free(uniq);
+    return err;
 }
 
 imagen_error *

@@ -10,9 +10,10 @@
  *   imagen:dead:<op>            dead-letter stream, one entry (id, error) per dead job
  *   imagen:delayed:<op>         zset of jobs waiting out a retry delay, score = due ms
  *   imagen:counts:<op>          hash: how many jobs of the op are in each state
- *   imagen:done:<op>            list of the op's done job ids, latest first
- *   imagen:state:<op>:failed    zsets of the failed and of the dead jobs,
- *   imagen:state:<op>:dead      score = created_ms (requeue takes jobs out)
+ *   imagen:state:<op>:<state>   zsets of the op's done, failed and dead
+ *                               jobs, score = created_ms (requeue takes
+ *                               failed and dead ones out)
+ *   imagen:layout               2: the layout above (see lua_migrate)
  *   imagen:ops                  set of every op that ever had a job
  *   imagen:min_lease_ms         the shortest lease any consumer has taken, so
  *                               pull scans only PEL entries idle that long
@@ -57,6 +58,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "common/log.h"
 #include "common/time.h"
 #include "queue/queue_driver.h"
 
@@ -101,7 +103,7 @@ enum {
  * State changes go through set_state(), which does not write the counts at
  * once: it sums them per op and state, and flush() writes the sums (and the
  * ids that became done) at the end of the script. A batch of 256 jobs thus
- * costs a handful of HINCRBYs and one LPUSH instead of several commands per
+ * costs a handful of HINCRBYs and one ZADD instead of several commands per
  * job, and every script that changes a state ends with flush(). */
 #define LUA_PRELUDE                                                                                                   \
     "local P = 'imagen:'\n"                                                                                           \
@@ -110,15 +112,26 @@ enum {
     "local function dkey(op) return P .. 'delayed:' .. op end\n"                                                      \
     "local function deadkey(op) return P .. 'dead:' .. op end\n"                                                      \
     "local function ckey(op) return P .. 'counts:' .. op end\n"                                                       \
-    "local function donekey(op) return P .. 'done:' .. op end\n"                                                      \
     "local function skey(op, st) return P .. 'state:' .. op .. ':' .. st end\n" JOB_FIELDS_LUA                        \
     "local function record(id) return redis.call('HMGET', jkey(id), unpack(JF)) end\n" /* The group reads from 0 so   \
                                                                                           that nothing already in the \
-                                                                                          stream is skipped. */       \
+                                                                                          stream is skipped; a stream \
+                                                                                          someone else made, or whose \
+                                                                                          group was destroyed, gets   \
+                                                                                          the group too: every later  \
+                                                                                          command on it would fail    \
+                                                                                          halfway through a script.   \
+                                                                                          */                          \
     "local function ensure_group(op)\n"                                                                               \
-    "  if redis.call('EXISTS', qkey(op)) == 0 then\n"                                                                 \
-    "    redis.pcall('XGROUP', 'CREATE', qkey(op), 'imagen', '0', 'MKSTREAM')\n"                                      \
+    "  local q = qkey(op)\n"                                                                                          \
+    "  if redis.call('EXISTS', q) == 1 then\n"                                                                        \
+    "    for _, g in ipairs(redis.call('XINFO', 'GROUPS', q)) do\n"                                                   \
+    "      for i = 1, #g, 2 do\n"                                                                                     \
+    "        if g[i] == 'name' and g[i + 1] == 'imagen' then return end\n"                                            \
+    "      end\n"                                                                                                     \
+    "    end\n"                                                                                                       \
     "  end\n"                                                                                                         \
+    "  redis.pcall('XGROUP', 'CREATE', q, 'imagen', '0', 'MKSTREAM')\n"                                               \
     "end\n"                                                                                                           \
     "local delta, done_ids = {}, {}\n"                                                                                \
     "local function set_state(id, op, from, to, created)\n"                                                           \
@@ -129,12 +142,13 @@ enum {
     "    if from == 'failed' or from == 'dead' then redis.call('ZREM', skey(op, from), id) end\n"                     \
     "  end\n"                                                                                                         \
     "  t[to] = (t[to] or 0) + 1\n"                                                                                    \
-    "  if to == 'failed' or to == 'dead' then\n"                                                                      \
-    "    redis.call('ZADD', skey(op, to), tonumber(created) or 0, id)\n"                                              \
-    "  elseif to == 'done' then\n"                                                                                    \
+    "  if to == 'done' then\n"                                                                                        \
     "    local d = done_ids[op]\n"                                                                                    \
     "    if not d then d = {}; done_ids[op] = d end\n"                                                                \
+    "    d[#d + 1] = tonumber(created) or 0\n"                                                                        \
     "    d[#d + 1] = id\n"                                                                                            \
+    "  elseif to == 'failed' or to == 'dead' then\n"                                                                  \
+    "    redis.call('ZADD', skey(op, to), tonumber(created) or 0, id)\n"                                              \
     "  end\n"                                                                                                         \
     "end\n" /* cmd key [extra] items..., in chunks that stay within Lua's unpack() limit */                           \
     "local function bulk(cmd, key, extra, items)\n"                                                                   \
@@ -146,7 +160,7 @@ enum {
     "  end\n"                                                                                                         \
     "end\n"                                                                                                           \
     "local function flush()\n"                                                                                        \
-    "  for op, d in pairs(done_ids) do bulk('LPUSH', donekey(op), nil, d) end\n"                                      \
+    "  for op, d in pairs(done_ids) do bulk('ZADD', skey(op, 'done'), nil, d) end\n"                                  \
     "  for op, t in pairs(delta) do\n"                                                                                \
     "    for st, n in pairs(t) do\n"                                                                                  \
     "      if n ~= 0 then redis.call('HINCRBY', ckey(op), st, n) end\n"                                               \
@@ -268,9 +282,15 @@ static const char lua_pull[] = LUA_PRELUDE
      * deliveries out of the scan. A stale minimum only widens the scan. */
     "local floor = tonumber(redis.call('GET', P .. 'min_lease_ms'))\n"
     "if not floor or lease_ms < floor then redis.call('SET', P .. 'min_lease_ms', lease_ms); floor = lease_ms end\n"
+    /* Pages of 1000 from the oldest, so that healthy long leases ahead in
+     * the PEL cannot hide an expired short one behind them; at most 50
+     * pages per pull bound the script's time. */
     "for _, op in ipairs(ops) do\n"
-    "  if #out >= max then break end\n"
-    "  for _, p in ipairs(redis.call('XPENDING', qkey(op), 'imagen', 'IDLE', floor, '-', '+', 1000)) do\n"
+    "  local from, pages = '-', 0\n"
+    "  while #out < max and pages < 50 do\n"
+    "  pages = pages + 1\n"
+    "  local page = redis.call('XPENDING', qkey(op), 'imagen', 'IDLE', floor, from, '+', 1000)\n"
+    "  for _, p in ipairs(page) do\n"
     "    if #out >= max then break end\n"
     "    local entry, idle = p[1], tonumber(p[3])\n"
     "    local e = redis.call('XRANGE', qkey(op), entry, entry)[1]\n"
@@ -284,6 +304,9 @@ static const char lua_pull[] = LUA_PRELUDE
     "        end\n"
     "      end\n"
     "    end\n"
+    "  end\n"
+    "  if #page < 1000 then break end\n"
+    "  from = '(' .. page[#page][1]\n"
     "  end\n"
     "end\n"
     /* 2. Retry delays that have ended go back into the stream. */
@@ -486,58 +509,75 @@ static const char lua_counts[] =
                 "return out\n";
 
 /* ARGV: op ('' = all), state ('' = all), limit. Returns records (JF order),
- * newest created first. Where each state's candidates come from:
- *   queued   the stream's newest entries after the group's last delivered
- *            one (the entries not delivered yet) and the jobs waiting out a
- *            retry delay;
+ * newest created first. Where each state's jobs are found:
+ *   queued   the stream's entries after the group's last delivered one
+ *            (not delivered yet), walked from the newest, and the jobs
+ *            waiting out a retry delay;
  *   running  the group's pending entries (the jobs in flight);
- *   done     the done list, most recently finished first;
- *   failed, dead  their zsets, by created time.
- * The candidates' records are read, filtered by state and sorted. */
+ *   done, failed, dead  their zsets, by created time.
+ * A job created later than another was also enqueued no earlier, except
+ * for one enqueued again (released, retried, requeued), so the walk of the
+ * stream stops once `limit` queued jobs are newer than the entries left:
+ * with a minute's margin for clocks that disagree (created_ms is the
+ * publisher's clock, entry ids Redis's), and after 10,000 entries at most,
+ * which bounds how long a listing holds Redis. */
 static const char lua_list[] =
     LUA_PRELUDE "local ops = (ARGV[1] ~= '' and {ARGV[1]}) or redis.call('SMEMBERS', P .. 'ops')\n"
                 "local states = (ARGV[2] ~= '' and {ARGV[2]}) or {'queued', 'running', 'done', 'failed', 'dead'}\n"
                 "local limit = tonumber(ARGV[3])\n"
-                "local wanted, seen, cand = {}, {}, {}\n"
+                "local SKEW_MS, SCAN_MAX = 60000, 10000\n"
+                "local wanted, seen, all = {}, {}, {}\n"
                 "for _, st in ipairs(states) do wanted[st] = true end\n"
+                /* Reads a candidate's record once; returns its created time
+                 * when it is in a wanted state. */
                 "local function add(id)\n"
-                "  if id and not seen[id] then seen[id] = true; cand[#cand + 1] = id end\n"
+                "  if not id or seen[id] then return nil end\n"
+                "  seen[id] = true\n"
+                "  local v = record(id)\n"
+                "  if not v[1] or not wanted[v[4]] then return nil end\n"
+                "  local created = tonumber(v[6]) or 0\n"
+                "  all[#all + 1] = {created, id, v}\n"
+                "  return created, v[4]\n"
                 "end\n"
                 "local function entry_job(e) return type(e[2]) == 'table' and e[2][2] or nil end\n"
+                "local function walk_queued(op)\n"
+                "  local from, hi, found, scanned = '(' .. last_delivered(op), '+', {}, 0\n"
+                "  while scanned < SCAN_MAX do\n"
+                "    local page = redis.call('XREVRANGE', qkey(op), hi, from, 'COUNT', limit)\n"
+                "    for _, e in ipairs(page) do\n"
+                "      local created, st = add(entry_job(e))\n"
+                "      if st == 'queued' then found[#found + 1] = created end\n"
+                "    end\n"
+                "    scanned = scanned + #page\n"
+                "    if #page < limit then return end\n"
+                "    local last = page[#page][1]\n"
+                "    if #found >= limit then\n"
+                "      table.sort(found, function(x, y) return x > y end)\n"
+                "      if found[limit] > tonumber(string.match(last, '^(%d+)')) + SKEW_MS then return end\n"
+                "    end\n"
+                "    hi = '(' .. last\n"
+                "  end\n"
+                "end\n"
                 "for _, op in ipairs(ops) do\n"
                 "  local has_q = redis.call('EXISTS', qkey(op)) == 1\n"
-                "  local pend = {0}\n"
-                "  if has_q then\n"
-                "    local r = redis.pcall('XPENDING', qkey(op), 'imagen')\n"
-                "    if type(r) == 'table' and r[1] then pend = r end\n"
-                "  end\n"
                 "  for _, st in ipairs(states) do\n"
                 "    if st == 'queued' then\n"
-                "      if has_q then\n"
-                "        local from = '(' .. last_delivered(op)\n"
-                "        for _, e in ipairs(redis.call('XREVRANGE', qkey(op), '+', from, 'COUNT', limit)) do\n"
-                "          add(entry_job(e))\n"
-                "        end\n"
-                "      end\n"
-                "      for _, id in ipairs(redis.call('ZRANGE', dkey(op), 0, limit - 1)) do add(id) end\n"
+                "      if has_q then walk_queued(op) end\n"
+                "      for _, id in ipairs(redis.call('ZRANGE', dkey(op), 0, SCAN_MAX - 1)) do add(id) end\n"
                 "    elseif st == 'running' then\n"
-                "      if has_q and pend[1] > 0 then\n"
-                "        for _, p in ipairs(redis.call('XPENDING', qkey(op), 'imagen', '-', '+', pend[1])) do\n"
+                /* pcall: a stream without the group (not made by us) has no
+                 * jobs in flight, and listing must not fail on it. */
+                "      local pel = has_q and redis.pcall('XPENDING', qkey(op), 'imagen', '-', '+', SCAN_MAX)\n"
+                "      if type(pel) == 'table' and not pel.err then\n"
+                "        for _, p in ipairs(pel) do\n"
                 "          local e = redis.call('XRANGE', qkey(op), p[1], p[1])[1]\n"
                 "          if e then add(entry_job(e)) end\n"
                 "        end\n"
                 "      end\n"
-                "    elseif st == 'done' then\n"
-                "      for _, id in ipairs(redis.call('LRANGE', donekey(op), 0, limit - 1)) do add(id) end\n"
                 "    else\n"
                 "      for _, id in ipairs(redis.call('ZREVRANGE', skey(op, st), 0, limit - 1)) do add(id) end\n"
                 "    end\n"
                 "  end\n"
-                "end\n"
-                "local all = {}\n"
-                "for _, id in ipairs(cand) do\n"
-                "  local v = record(id)\n"
-                "  if v[1] and wanted[v[4]] then all[#all + 1] = {tonumber(v[6]) or 0, id, v} end\n"
                 "end\n"
                 "table.sort(all, function(a, b)\n"
                 "  if a[1] ~= b[1] then return a[1] > b[1] end\n"
@@ -546,6 +586,28 @@ static const char lua_list[] =
                 "local out = {}\n"
                 "for i = 1, math.min(limit, #all) do out[#out + 1] = all[i][3] end\n"
                 "return out\n";
+
+/* Run at every open. Brings a database written by the first layout (a zset
+ * per op and state, counts taken with ZCARD) to this one: each op's counts
+ * hash is filled from those zsets, and the queued and running zsets, which
+ * nothing keeps up to date any more, are deleted; the done, failed and dead
+ * zsets are the same keys in both. Workers of the first layout must be
+ * stopped before workers of this one start. Returns how many ops it moved. */
+static const char lua_migrate[] =
+    LUA_PRELUDE "if redis.call('GET', P .. 'layout') == '2' then return 0 end\n"
+                "local n = 0\n"
+                "for _, op in ipairs(redis.call('SMEMBERS', P .. 'ops')) do\n"
+                "  if redis.call('EXISTS', ckey(op)) == 0 then\n"
+                "    for _, st in ipairs({'queued', 'running', 'done', 'failed', 'dead'}) do\n"
+                "      local c = redis.call('ZCARD', skey(op, st))\n"
+                "      if c > 0 then redis.call('HSET', ckey(op), st, c) end\n"
+                "    end\n"
+                "    redis.call('DEL', skey(op, 'queued'), skey(op, 'running'))\n"
+                "    n = n + 1\n"
+                "  end\n"
+                "end\n"
+                "redis.call('SET', P .. 'layout', '2')\n"
+                "return n\n";
 
 /* ARGV: id. The record (JF order); all nil when there is no such job. */
 static const char lua_get[] = LUA_PRELUDE "return record(ARGV[1])\n";
@@ -562,12 +624,13 @@ enum {
     SCRIPT_COUNTS,
     SCRIPT_LIST,
     SCRIPT_GET,
+    SCRIPT_MIGRATE,
     SCRIPT_COUNT_
 };
 
 static const char *const script_text[SCRIPT_COUNT_] = {
     lua_publish, lua_pull,         lua_extend, lua_finish, lua_retry, lua_release,
-    lua_requeue, lua_requeue_dead, lua_counts, lua_list,   lua_get,
+    lua_requeue, lua_requeue_dead, lua_counts, lua_list,   lua_get,   lua_migrate,
 };
 
 /* ---- the handle and its connection pool --------------------------------- */
@@ -853,8 +916,11 @@ job_from_fields(const redisReply *v, imagen_job **out)
     if (v == NULL || v->type != REDIS_REPLY_ARRAY || v->elements < JF_COUNT_)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: malformed job record");
     const redisReply *const *f = (const redisReply *const *)v->element;
-    if (!reply_is_str(f[JF_ID]) || f[JF_ID]->len == 0 || f[JF_ID]->len >= IMAGEN_JOB_ID_SIZE)
+    if (!reply_is_str(f[JF_ID]) || f[JF_ID]->len == 0)
         return imagen_error_new(IMAGEN_ERR_NOT_FOUND, "job not found");
+    if (f[JF_ID]->len >= IMAGEN_JOB_ID_SIZE)
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: job record has a malformed id '%.40s'",
+                                f[JF_ID]->str);
     imagen_job *job = calloc(1, sizeof *job);
     if (job == NULL)
         return &imagen__error_out_of_memory;
@@ -975,6 +1041,17 @@ redis_open(const char *url, const imagen_queue_options *options, void **state)
                                    q->port, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         if (err == NULL)
             snprintf(q->sha[i], sizeof q->sha[i], "%s", r->str);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    if (err == NULL) {
+        args none = {0};
+        redisReply *r = NULL;
+        err = run_script(q, c, SCRIPT_MIGRATE, &none, 0, &r);
+        if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+            imagen_log(IMAGEN_LOG_INFO, "queue",
+                       "redis at %s:%d: counts of %lld operation(s) rebuilt from the first layout", q->host, q->port,
+                       r->integer);
         if (r != NULL)
             freeReplyObject(r);
     }
@@ -1322,11 +1399,18 @@ redis_list(void *state, const char *op, int state_filter, size_t limit, imagen_j
         freeReplyObject(r);
         return &imagen__error_out_of_memory;
     }
+    /* A record this driver did not write (a malformed id, no spec) is left
+     * out of the listing with a warning rather than failing all of it. */
     size_t count = 0;
     for (size_t i = 0; i < r->elements && err == NULL; i++) {
         err = job_from_fields(r->element[i], &list[count]);
-        if (err == NULL)
+        if (err == NULL) {
             count++;
+        } else if (err != &imagen__error_out_of_memory) {
+            imagen_log(IMAGEN_LOG_WARNING, "queue", "listing jobs: %s", imagen_error_message(err));
+            imagen_error_free(err);
+            err = NULL;
+        }
     }
     freeReplyObject(r);
     if (err != NULL) {

@@ -84,5 +84,5 @@ def test_restart_between_publish_and_pull_loses_no_job(redis_server, how):  # no
     print(f"{how}: {n} jobs survived, {unavailable} UNAVAILABLE answer(s) before reconnecting")
     # Everything ended: the stream and the pending list are empty, nothing is dead.
     assert redis_server.int_command("XLEN", "imagen:q:rq_restart", db=1) == 0
-    assert redis_server.int_command("LLEN", "imagen:done:rq_restart", db=1) == n
+    assert redis_server.int_command("ZCARD", "imagen:state:rq_restart:done", db=1) == n
     assert redis_server.int_command("EXISTS", "imagen:dead:rq_restart", db=1) == 0

@@ -824,6 +824,82 @@ conf_list(void)
     imagen_queue_close(q);
 }
 
+/* A listing cut by its limit keeps the newest created jobs, whatever order
+ * the driver finds them in: a job handed back gets a new place in its queue
+ * but keeps its age, done jobs finish in any order, retry delays end in any
+ * order. And an op named twice in a pull is one op. */
+static void
+conf_list_limits(void)
+{
+    imagen_queue *q = conf_open("c1", CONF_MAX_ATTEMPTS);
+    imagen_job **jobs = NULL;
+    size_t n = 0;
+    char a[IMAGEN_JOB_ID_SIZE], b[IMAGEN_JOB_ID_SIZE];
+
+    /* Released: A goes back behind B, yet B is newer. */
+    conf_publish(q, "cf_lim_rel", "{}", a);
+    conf_publish(q, "cf_lim_rel", "{}", b);
+    imagen_lease *lease = conf_pull1(q, "cf_lim_rel", 0);
+    CHECK(lease != NULL && strcmp(lease->job->id, a) == 0);
+    if (lease != NULL)
+        CHECK_OK(imagen_queue_release(q, lease));
+    imagen_lease_free(lease);
+    CHECK_OK(imagen_queue_list(q, "cf_lim_rel", IMAGEN_JOB_QUEUED, 1, &jobs, &n));
+    CHECK_INT_EQ(n, 1);
+    if (n == 1)
+        CHECK_STR_EQ(jobs[0]->id, b);
+    imagen_job_list_free(jobs, n);
+
+    /* Done out of order: the newer job finished first. */
+    conf_publish(q, "cf_lim_done", "{}", a);
+    conf_publish(q, "cf_lim_done", "{}", b);
+    imagen_lease *la = conf_pull1(q, "cf_lim_done", 0);
+    imagen_lease *lb = conf_pull1(q, "cf_lim_done", 0);
+    CHECK(la != NULL && lb != NULL);
+    if (la != NULL && lb != NULL) {
+        CHECK_OK(imagen_queue_ack(q, lb, NULL, NULL));
+        CHECK_OK(imagen_queue_ack(q, la, NULL, NULL));
+    }
+    imagen_lease_free(la);
+    imagen_lease_free(lb);
+    CHECK_OK(imagen_queue_list(q, "cf_lim_done", IMAGEN_JOB_DONE, 1, &jobs, &n));
+    CHECK_INT_EQ(n, 1);
+    if (n == 1)
+        CHECK_STR_EQ(jobs[0]->id, b);
+    imagen_job_list_free(jobs, n);
+
+    /* Retry delays: the older job's delay ends first. */
+    conf_publish(q, "cf_lim_delay", "{}", a);
+    conf_publish(q, "cf_lim_delay", "{}", b);
+    la = conf_pull1(q, "cf_lim_delay", 0);
+    lb = conf_pull1(q, "cf_lim_delay", 0);
+    CHECK(la != NULL && lb != NULL);
+    if (la != NULL && lb != NULL) {
+        CHECK_OK(imagen_queue_retry(q, la, "later", 60000, NULL));
+        CHECK_OK(imagen_queue_retry(q, lb, "much later", 600000, NULL));
+    }
+    imagen_lease_free(la);
+    imagen_lease_free(lb);
+    CHECK_OK(imagen_queue_list(q, "cf_lim_delay", IMAGEN_JOB_QUEUED, 1, &jobs, &n));
+    CHECK_INT_EQ(n, 1);
+    if (n == 1)
+        CHECK_STR_EQ(jobs[0]->id, b);
+    imagen_job_list_free(jobs, n);
+
+    /* The same op twice in one pull: both of its jobs come. */
+    conf_publish(q, "cf_lim_twice", "{}", a);
+    conf_publish(q, "cf_lim_twice", "{}", b);
+    const char *twice[] = {"cf_lim_twice", "cf_lim_twice"};
+    imagen_lease *got[4] = {NULL};
+    CHECK_OK(imagen_queue_pull(q, twice, 2, 2, 0, got, &n));
+    CHECK_INT_EQ(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_OK(imagen_queue_ack(q, got[i], NULL, NULL));
+        imagen_lease_free(got[i]);
+    }
+    imagen_queue_close(q);
+}
+
 /* requeue: failed and dead jobs only, with attempts reset. */
 static void
 conf_requeue(void)
@@ -988,6 +1064,7 @@ queue_conformance_run(const char *url)
     RUN(conf_expiry_to_dead);
     RUN(conf_release);
     RUN(conf_list);
+    RUN(conf_list_limits);
     RUN(conf_requeue);
     RUN(conf_counts_and_requeue_dead);
     RUN(conf_bad_arguments);

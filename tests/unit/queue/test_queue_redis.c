@@ -200,7 +200,7 @@ rd_streams_match_counts(void)
         /* The counts are kept in a hash; the terminal states also have
          * their indexes (the done list, the failed and dead zsets). */
         CHECK_INT_EQ(rd_int("HGET imagen:counts:%s queued", op), (long long)c->queued);
-        CHECK_INT_EQ(rd_int("LLEN imagen:done:%s", op), (long long)c->done);
+        CHECK_INT_EQ(rd_int("ZCARD imagen:state:%s:done", op), (long long)c->done);
         CHECK_INT_EQ(rd_int("ZCARD imagen:state:%s:failed", op), (long long)c->failed);
         CHECK_INT_EQ(rd_int("ZCARD imagen:state:%s:dead", op), (long long)c->dead);
     }
@@ -271,6 +271,159 @@ rd_stale_entry(void)
     CHECK_OK(imagen_queue_pull(q, ops, 1, 4, 0, leases, &n));
     CHECK_INT_EQ(n, 0);
     CHECK_INT_EQ(rd_int("XLEN imagen:q:%s", op), 0);
+    imagen_queue_close(q);
+}
+
+/* A delivery whose short lease ran out is found even behind more than a
+ * page (1000) of older deliveries still inside their long leases. */
+static void
+rd_reclaim_behind_long_leases(void)
+{
+    const char *op = "rd_deep_pel";
+    imagen_queue_options long_opt = {.consumer = "rd-long", .max_attempts = 3, .lease_ms = 600000};
+    imagen_queue *long_q = NULL;
+    CHECK_OK(imagen_queue_open(conf_url, &long_opt, &long_q));
+    imagen_queue *short_q = rd_open("rd-short", 3);
+    imagen_queue *other_q = rd_open("rd-other", 3);
+    if (long_q == NULL || short_q == NULL || other_q == NULL) {
+        imagen_queue_close(long_q);
+        imagen_queue_close(short_q);
+        imagen_queue_close(other_q);
+        return;
+    }
+    enum { HELD = 1001 };
+    const char **specs = malloc(HELD * sizeof *specs);
+    char(*ids)[IMAGEN_JOB_ID_SIZE] = malloc((HELD + 1) * IMAGEN_JOB_ID_SIZE);
+    imagen_lease **leases = calloc(HELD, sizeof *leases);
+    CHECK(specs != NULL && ids != NULL && leases != NULL);
+    if (specs != NULL && ids != NULL && leases != NULL) {
+        for (int i = 0; i < HELD; i++)
+            specs[i] = "{}";
+        CHECK_OK(imagen_queue_publish_batch(long_q, op, specs, HELD, ids));
+        conf_sleep_ms(2);
+        CHECK_OK(imagen_queue_publish(long_q, op, "{}", ids[HELD]));
+        const char *ops[] = {op};
+        size_t n = 0;
+        CHECK_OK(imagen_queue_pull(long_q, ops, 1, HELD, 0, leases, &n));
+        CHECK_INT_EQ(n, HELD);
+        imagen_lease *lost = conf_pull1(short_q, op, 0);
+        CHECK(lost != NULL && strcmp(lost->job->id, ids[HELD]) == 0);
+        conf_sleep_ms(RD_LEASE_MS * 2);
+        imagen_lease *taken = conf_pull1(other_q, op, 1000);
+        CHECK(taken != NULL && strcmp(taken->job->id, ids[HELD]) == 0 && taken->job->attempts == 2);
+        if (taken != NULL)
+            CHECK_OK(imagen_queue_ack(other_q, taken, NULL, NULL));
+        imagen_lease_free(taken);
+        imagen_lease_free(lost);
+        imagen_error **errs = calloc(n > 0 ? n : 1, sizeof *errs);
+        const char **outs = calloc(n > 0 ? n : 1, sizeof *outs);
+        CHECK(errs != NULL && outs != NULL);
+        if (errs != NULL && outs != NULL && n > 0) {
+            CHECK_OK(imagen_queue_ack_batch(long_q, leases, n, outs, NULL, errs));
+            for (size_t i = 0; i < n; i++)
+                CHECK(errs[i] == NULL);
+        }
+        free(errs);
+        free(outs);
+        for (size_t i = 0; i < n; i++)
+            imagen_lease_free(leases[i]);
+        CHECK_INT_EQ(rd_int("XLEN imagen:q:%s", op), 0);
+        CHECK_INT_EQ(rd_int("HGET imagen:counts:%s done", op), HELD + 1);
+        CHECK_INT_EQ(rd_int("HGET imagen:counts:%s running", op), 0);
+    }
+    free(specs);
+    free(ids);
+    free(leases);
+    imagen_queue_close(other_q);
+    imagen_queue_close(short_q);
+    imagen_queue_close(long_q);
+}
+
+/* A stream of an op's name that someone else made, without the driver's
+ * consumer group: pulls and listings still work, the entry that names no
+ * job of ours is dropped, and the counts stay right. */
+static void
+rd_stream_without_group(void)
+{
+    const char *op = "rd_nogroup";
+    redisReply *r = redisCommand(rd_ctx, "XADD imagen:q:%s * id not-a-job", op);
+    if (r != NULL)
+        freeReplyObject(r);
+    imagen_queue *q = rd_open("rd-ng", 3);
+    if (q == NULL)
+        return;
+    const char *ops[] = {op};
+    imagen_lease *leases[2] = {NULL};
+    size_t n = 9;
+    CHECK_OK(imagen_queue_pull(q, ops, 1, 2, 0, leases, &n));
+    CHECK_INT_EQ(n, 0);
+    char id[IMAGEN_JOB_ID_SIZE];
+    CHECK_OK(imagen_queue_publish(q, op, "{}", id));
+    imagen_job **jobs = NULL;
+    CHECK_OK(imagen_queue_list(q, op, -1, 0, &jobs, &n));
+    CHECK_INT_EQ(n, 1);
+    imagen_job_list_free(jobs, n);
+    imagen_lease *lease = conf_pull1(q, op, 0);
+    CHECK(lease != NULL && strcmp(lease->job->id, id) == 0);
+    if (lease != NULL)
+        CHECK_OK(imagen_queue_ack(q, lease, NULL, NULL));
+    imagen_lease_free(lease);
+    imagen_queue_counts *counts = NULL;
+    size_t nc = 0;
+    CHECK_OK(imagen_queue_counts_get(q, &counts, &nc));
+    const imagen_queue_counts *c = conf_counts_find(counts, nc, op);
+    CHECK(c != NULL && c->queued == 0 && c->running == 0 && c->done == 1);
+    free(counts);
+    imagen_queue_close(q);
+}
+
+/* Data of the first layout (a zset per op and state, no counts hash) gets
+ * its counts at the next open, and the zsets nothing maintains any more go. */
+static void
+rd_migrates_first_layout(void)
+{
+    const char *op = "rd_old";
+    const char *cmds[] = {
+        "DEL imagen:layout",
+        "SADD imagen:ops rd_old",
+        "HSET imagen:job:0000000000000000000000a1 id 0000000000000000000000a1 op rd_old spec {} state queued "
+        "attempts 0 created_ms 1 started_ms 0 finished_ms 0 updated_ms 1",
+        "HSET imagen:job:0000000000000000000000a2 id 0000000000000000000000a2 op rd_old spec {} state done "
+        "attempts 1 created_ms 2 started_ms 2 finished_ms 3 updated_ms 3",
+        "HSET imagen:job:0000000000000000000000a3 id 0000000000000000000000a3 op rd_old spec {} state failed "
+        "attempts 1 created_ms 3 started_ms 3 finished_ms 4 updated_ms 4",
+        "ZADD imagen:state:rd_old:queued 1 0000000000000000000000a1",
+        "ZADD imagen:state:rd_old:done 2 0000000000000000000000a2",
+        "ZADD imagen:state:rd_old:failed 3 0000000000000000000000a3",
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        redisReply *r = redisCommand(rd_ctx, cmds[i]);
+        CHECK(r != NULL && r->type != REDIS_REPLY_ERROR);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    imagen_queue *q = rd_open("rd-mig", 3);
+    if (q == NULL)
+        return;
+    imagen_queue_counts *counts = NULL;
+    size_t nc = 0;
+    CHECK_OK(imagen_queue_counts_get(q, &counts, &nc));
+    const imagen_queue_counts *c = conf_counts_find(counts, nc, op);
+    CHECK(c != NULL && c->queued == 1 && c->running == 0 && c->done == 1 && c->failed == 1 && c->dead == 0);
+    free(counts);
+    CHECK_INT_EQ(rd_int("EXISTS imagen:state:%s:queued", op), 0);
+    CHECK_INT_EQ(rd_int("GET imagen:layout", NULL), 2);
+    imagen_job **jobs = NULL;
+    size_t n = 0;
+    CHECK_OK(imagen_queue_list(q, op, IMAGEN_JOB_DONE, 0, &jobs, &n));
+    CHECK(n == 1 && strcmp(jobs[0]->id, "0000000000000000000000a2") == 0);
+    imagen_job_list_free(jobs, n);
+    /* Ops already in this layout were left alone. */
+    c = NULL;
+    CHECK_OK(imagen_queue_counts_get(q, &counts, &nc));
+    c = conf_counts_find(counts, nc, "rd_nogroup");
+    CHECK(c != NULL && c->done == 1);
+    free(counts);
     imagen_queue_close(q);
 }
 
@@ -496,6 +649,9 @@ main(int argc, char **argv)
     RUN(rd_vanished_worker);
     RUN(rd_streams_match_counts);
     RUN(rd_stale_entry);
+    RUN(rd_reclaim_behind_long_leases);
+    RUN(rd_stream_without_group);
+    RUN(rd_migrates_first_layout);
     RUN(rd_concurrent_pullers);
     RUN(rd_throughput);
     redisFree(rd_ctx);

@@ -824,6 +824,19 @@ conf_list(void)
     imagen_queue_close(q);
 }
 
+/* The job a listing of op in `state` cut to one shows: the newest. */
+static void
+conf_expect_newest(imagen_queue *q, const char *op, int state, const char *id)
+{
+    imagen_job **jobs = NULL;
+    size_t n = 0;
+    CHECK_OK(imagen_queue_list(q, op, state, 1, &jobs, &n));
+    CHECK_INT_EQ(n, 1);
+    if (n == 1)
+        CHECK_STR_EQ(jobs[0]->id, id);
+    imagen_job_list_free(jobs, n);
+}
+
 /* A listing cut by its limit keeps the newest created jobs, whatever order
  * the driver finds them in: a job handed back gets a new place in its queue
  * but keeps its age, done jobs finish in any order, retry delays end in any
@@ -832,8 +845,6 @@ static void
 conf_list_limits(void)
 {
     imagen_queue *q = conf_open("c1", CONF_MAX_ATTEMPTS);
-    imagen_job **jobs = NULL;
-    size_t n = 0;
     char a[IMAGEN_JOB_ID_SIZE], b[IMAGEN_JOB_ID_SIZE];
 
     /* Released: A goes back behind B, yet B is newer. */
@@ -844,11 +855,7 @@ conf_list_limits(void)
     if (lease != NULL)
         CHECK_OK(imagen_queue_release(q, lease));
     imagen_lease_free(lease);
-    CHECK_OK(imagen_queue_list(q, "cf_lim_rel", IMAGEN_JOB_QUEUED, 1, &jobs, &n));
-    CHECK_INT_EQ(n, 1);
-    if (n == 1)
-        CHECK_STR_EQ(jobs[0]->id, b);
-    imagen_job_list_free(jobs, n);
+    conf_expect_newest(q, "cf_lim_rel", IMAGEN_JOB_QUEUED, b);
 
     /* Done out of order: the newer job finished first. */
     conf_publish(q, "cf_lim_done", "{}", a);
@@ -862,11 +869,7 @@ conf_list_limits(void)
     }
     imagen_lease_free(la);
     imagen_lease_free(lb);
-    CHECK_OK(imagen_queue_list(q, "cf_lim_done", IMAGEN_JOB_DONE, 1, &jobs, &n));
-    CHECK_INT_EQ(n, 1);
-    if (n == 1)
-        CHECK_STR_EQ(jobs[0]->id, b);
-    imagen_job_list_free(jobs, n);
+    conf_expect_newest(q, "cf_lim_done", IMAGEN_JOB_DONE, b);
 
     /* Retry delays: the older job's delay ends first. */
     conf_publish(q, "cf_lim_delay", "{}", a);
@@ -880,17 +883,14 @@ conf_list_limits(void)
     }
     imagen_lease_free(la);
     imagen_lease_free(lb);
-    CHECK_OK(imagen_queue_list(q, "cf_lim_delay", IMAGEN_JOB_QUEUED, 1, &jobs, &n));
-    CHECK_INT_EQ(n, 1);
-    if (n == 1)
-        CHECK_STR_EQ(jobs[0]->id, b);
-    imagen_job_list_free(jobs, n);
+    conf_expect_newest(q, "cf_lim_delay", IMAGEN_JOB_QUEUED, b);
 
     /* The same op twice in one pull: both of its jobs come. */
     conf_publish(q, "cf_lim_twice", "{}", a);
     conf_publish(q, "cf_lim_twice", "{}", b);
     const char *twice[] = {"cf_lim_twice", "cf_lim_twice"};
     imagen_lease *got[4] = {NULL};
+    size_t n = 0;
     CHECK_OK(imagen_queue_pull(q, twice, 2, 2, 0, got, &n));
     CHECK_INT_EQ(n, 2);
     for (size_t i = 0; i < n; i++) {

@@ -932,8 +932,12 @@ job_from_fields(const redisReply *v, imagen_job **out)
         imagen_job_free(job);
         return &imagen__error_out_of_memory;
     }
-    if (reply_is_str(f[JF_STATE]))
-        imagen_job_state_parse(f[JF_STATE]->str, &job->state);
+    if (!reply_is_str(f[JF_STATE]) || !imagen_job_state_parse(f[JF_STATE]->str, &job->state)) {
+        imagen_error *err = imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: job %s has no valid state ('%.20s')",
+                                             job->id, reply_is_str(f[JF_STATE]) ? f[JF_STATE]->str : "");
+        imagen_job_free(job);
+        return err;
+    }
     job->attempts = (int)field_i64(f[JF_ATTEMPTS]);
     job->created_ms = field_i64(f[JF_CREATED]);
     job->started_ms = field_i64(f[JF_STARTED]);

@@ -377,6 +377,39 @@ rd_stream_without_group(void)
     imagen_queue_close(q);
 }
 
+/* Records this driver did not write: an unknown state is an error naming
+ * it for `get`, and a listing leaves such records out instead of failing. */
+static void
+rd_foreign_records(void)
+{
+    const char *cmds[] = {
+        "SADD imagen:ops rd_foreign",
+        "HSET imagen:job:0000000000000000000000b1 id 0000000000000000000000b1 op rd_foreign spec {} state bogus "
+        "created_ms 5",
+        "HSET imagen:job:0000000000000000000000b2-and-far-too-long id 0000000000000000000000b2-and-far-too-long op "
+        "rd_foreign spec {} state failed created_ms 6",
+        "ZADD imagen:state:rd_foreign:failed 5 0000000000000000000000b1 6 0000000000000000000000b2-and-far-too-long",
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        redisReply *r = redisCommand(rd_ctx, cmds[i]);
+        CHECK(r != NULL && r->type != REDIS_REPLY_ERROR);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    imagen_queue *q = rd_open("rd-foreign", 3);
+    if (q == NULL)
+        return;
+    imagen_job *job = NULL;
+    CHECK_ERR(imagen_queue_get(q, "0000000000000000000000b1", &job), IMAGEN_ERR_INTERNAL, "bogus");
+    CHECK(job == NULL);
+    imagen_job **jobs = NULL;
+    size_t n = 9;
+    CHECK_OK(imagen_queue_list(q, "rd_foreign", IMAGEN_JOB_FAILED, 0, &jobs, &n));
+    CHECK_INT_EQ(n, 0);
+    imagen_job_list_free(jobs, n);
+    imagen_queue_close(q);
+}
+
 /* Data of the first layout (a zset per op and state, no counts hash) gets
  * its counts at the next open, and the zsets nothing maintains any more go. */
 static void
@@ -651,6 +684,7 @@ main(int argc, char **argv)
     RUN(rd_stale_entry);
     RUN(rd_reclaim_behind_long_leases);
     RUN(rd_stream_without_group);
+    RUN(rd_foreign_records);
     RUN(rd_migrates_first_layout);
     RUN(rd_concurrent_pullers);
     RUN(rd_throughput);

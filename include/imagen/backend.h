@@ -12,7 +12,9 @@
  *   - model_init/model_fini run on a loader thread, once per model version.
  *   - instance_init/instance_fini/execute for one instance always run on that
  *     instance's own thread; execute is never concurrent for one instance but
- *     is for different instances of the same model.
+ *     is for different instances of the same model. A backend that sets
+ *     IMAGEN_BACKEND_EXECUTE_ANY_THREAD (version 2) lets execute run on other
+ *     threads too, still never concurrently for one instance.
  *   - fini functions must join any thread the backend started.
  *
  * ABI rule: methods are only ever appended; abi_version says how many exist.
@@ -33,7 +35,7 @@
 extern "C" {
 #endif
 
-#define IMAGEN_BACKEND_ABI_VERSION 1
+#define IMAGEN_BACKEND_ABI_VERSION 2
 #define IMAGEN_BACKEND_ENTRY_SYMBOL "imagen_backend_entry"
 
 typedef struct imagen_backend_model imagen_backend_model; /* core's view of a loading model version */
@@ -74,7 +76,18 @@ typedef struct imagen_backend {
      * The request array is borrowed for the call only. */
     void (*execute)(void *model_state, void *instance_state, imagen_request **requests, size_t n);
     /* ---- version 1 ends here ---- */
+
+    /* IMAGEN_BACKEND_* flags below; 0 for none. */
+    uint32_t flags;
+    /* ---- version 2 ends here ---- */
 } imagen_backend;
+
+/* execute() needs no particular thread: only that calls for one instance
+ * never overlap. The core may then run a request of a model whose
+ * executions take microseconds on the thread that received it, while an
+ * instance is idle and nothing is queued, instead of waking the instance's
+ * thread: the hand-off costs more than such a model's execution. */
+#define IMAGEN_BACKEND_EXECUTE_ANY_THREAD 1u
 
 typedef const imagen_backend *(*imagen_backend_entry_fn)(void);
 

@@ -308,11 +308,15 @@ imagen_error *imagen_request_add_parameter(imagen_request *req, const imagen_req
 size_t imagen_request_parameter_count(const imagen_request *req);
 const imagen_request_param *imagen_request_parameter(const imagen_request *req, size_t i);
 
-/* Submits the request. On success the callback is called exactly once, on an
- * instance thread (or on the calling thread for requests rejected during
- * submission... never: those return an error instead), with an owned
- * response. The callback must not block on network I/O. Checks that every
- * required input is present and batch dims agree. */
+/* Submits the request. On success the callback is called exactly once, with
+ * an owned response: on an instance thread, or, for a model whose backend
+ * allows it (IMAGEN_BACKEND_EXECUTE_ANY_THREAD) and whose executions take
+ * microseconds, on the calling thread before this function returns, when an
+ * instance is idle and nothing is queued. Requests rejected during
+ * submission never reach the callback: this returns an error instead. The
+ * callback must not block on network I/O nor take a lock the caller holds
+ * around this call. Checks that every required input is present and batch
+ * dims agree. */
 imagen_error *imagen_server_infer_async(imagen_server *srv, imagen_request *req, imagen_response_cb cb,
                                         void *user_data);
 

@@ -674,6 +674,18 @@ imagen_batcher_pending_count(imagen_batcher *b)
 }
 
 bool
+imagen_batcher_bypass_ok(imagen_batcher *b)
+{
+    if (b->delay_ns != 0 || b->preserve_ordering || b->delay_until_count != 0 ||
+        atomic_load_explicit(&b->pending, memory_order_relaxed) != 0)
+        return false;
+    pthread_mutex_lock(&b->mu);
+    bool ok = !b->shutdown && atomic_load_explicit(&b->pending, memory_order_relaxed) == 0;
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
+bool
 imagen_batcher_preserves_ordering(const imagen_batcher *b)
 {
     return b->preserve_ordering;

@@ -112,6 +112,12 @@ size_t imagen_batcher_pending_count(imagen_batcher *b);
 
 /* preserve_ordering: true when responses must be released in dequeue order. */
 bool imagen_batcher_preserves_ordering(const imagen_batcher *b);
+/* True when a request may skip the queue and run at once on its caller's
+ * thread without changing what this batcher would do with it: the batcher is
+ * greedy (no max_queue_delay), keeps no order, holds nothing (the test knob),
+ * is not shutting down, and nothing is queued. A request enqueued by another
+ * thread meanwhile just waits for an instance, as it would have. */
+bool imagen_batcher_bypass_ok(imagen_batcher *b);
 
 /* With preserve_ordering, called when an item finished executing: calls
  * deliver(item, ctx) for it and every later finished item, strictly in

@@ -94,6 +94,11 @@ struct imagen_model {
     bool shape_check; /* requests must agree on non-batch dims */
     struct imagen_backend_model backend_view;
     atomic_bool stopping; /* set by destroy; passive instances exit */
+    /* Inline execution (imagen__model_try_inline): allowed by the backend
+     * (IMAGEN_BACKEND_EXECUTE_ANY_THREAD), and how long executions take. */
+    bool inline_ok;
+    _Atomic uint64_t exec_avg_ns;
+    _Atomic uint64_t executions;
     pthread_mutex_t passive_lock;
     pthread_cond_t passive_cond;
     struct imagen_model *reap_next; /* reaper queue link */
@@ -110,6 +115,13 @@ imagen_model *imagen__model_ref(imagen_model *m);
 void imagen__model_unref(imagen_model *m);
 /* Tears a model down (reaper thread only): shutdown batcher, join, fini. */
 void imagen__model_destroy(imagen_model *m);
+/* Runs a submitted request at once on the calling thread, with an idle
+ * instance's state, when the model allows it and that changes nothing but
+ * the thread: its executions are short, nothing is queued, and the batcher
+ * would have run it alone at once anyway (greedy, no ordering to keep, no
+ * hold). Returns false, having done nothing, otherwise. The request is
+ * complete (callback called) when it returns true. */
+bool imagen__model_try_inline(imagen_model *m, imagen_request *req);
 
 /* ---- requests (request.c) ------------------------------------------- */
 
@@ -120,6 +132,7 @@ void imagen__model_destroy(imagen_model *m);
 void imagen__request_finish(imagen_request *req, imagen_error *err, imagen_fail_reason reason);
 /* Instance side of execution (instance loop in model.c). */
 imagen_request *imagen__request_from_item(imagen_batch_item *item);
+imagen_batch_item *imagen__request_item(imagen_request *req);
 void imagen__request_begin_execution(imagen_request *req, uint64_t start_ns);
 /* After execute: finalises the response (drops outputs the client did not
  * ask for, fails requests the backend left untouched). Returns true when the

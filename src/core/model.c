@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,11 @@ struct imagen_instance {
     pthread_cond_t cond;
     int init_result; /* 0 pending, 1 ready, -1 failed */
     imagen_error *init_error;
+    /* Who executes for this instance (see instance_claim): its own thread
+     * sets `executing` around each batch, a thread running a request inline
+     * sets `borrowed` for the one request. */
+    atomic_bool executing;
+    atomic_bool borrowed;
 };
 
 static atomic_bool gpu_warning_logged;
@@ -304,6 +310,42 @@ run_warmup(imagen_instance *inst)
 
 /* ---- instance threads ------------------------------------------------------ */
 
+/* Inline execution (imagen__model_try_inline) needs the model's executions
+ * to be this short, by a moving average over at least this many batches:
+ * the receiving thread is blocked meanwhile, so only models whose execution
+ * costs less than waking the instance thread qualify. */
+#define INLINE_MAX_EXEC_NS 20000u
+#define INLINE_MIN_EXECUTIONS 16u
+
+/* The instance's own thread takes the instance before a batch. Each side
+ * stores its own flag and then reads the other's (sequentially consistent),
+ * so an inline borrower and this thread never both go ahead; this thread
+ * gives way and waits the few microseconds a borrowed request takes. */
+static void
+instance_claim(imagen_instance *inst)
+{
+    for (;;) {
+        atomic_store(&inst->executing, true);
+        if (!atomic_load(&inst->borrowed))
+            return;
+        atomic_store(&inst->executing, false);
+        while (atomic_load(&inst->borrowed))
+            sched_yield();
+    }
+}
+
+static bool
+instance_borrow(imagen_instance *inst)
+{
+    if (inst->passive || atomic_exchange(&inst->borrowed, true))
+        return false;
+    if (atomic_load(&inst->executing)) {
+        atomic_store(&inst->borrowed, false);
+        return false;
+    }
+    return true;
+}
+
 /* Executes one batch: the request path's middle from batcher to delivery. */
 static void
 execute_batch(imagen_instance *inst, imagen_batch_item **items, imagen_request **reqs, size_t n)
@@ -323,6 +365,10 @@ execute_batch(imagen_instance *inst, imagen_batch_item **items, imagen_request *
         imagen__request_end_execution(reqs[i]);
     uint64_t t3 = imagen_time_now_ns();
     imagen_stats_record_execution(m->stats, total_batch, t1 - t0, t2 - t1, t3 - t2);
+    /* A moving average of 1/8 weight; racing updates only blur it. */
+    uint64_t avg = atomic_load_explicit(&m->exec_avg_ns, memory_order_relaxed);
+    atomic_store_explicit(&m->exec_avg_ns, avg - avg / 8 + (t3 - t0) / 8, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->executions, 1, memory_order_relaxed);
     for (size_t i = 0; i < n; i++) {
         imagen__request_set_phase_times(reqs[i], t1 - t0, t2 - t1, t3 - t2);
         imagen_batcher_complete(m->batcher, items[i], imagen__request_deliver, NULL);
@@ -370,17 +416,44 @@ instance_main(void *arg)
         imagen_request **reqs = calloc(cap, sizeof(*reqs));
         if (items && reqs) {
             size_t n;
-            while ((n = imagen_batcher_next_batch(m->batcher, items, cap)) > 0)
+            while ((n = imagen_batcher_next_batch(m->batcher, items, cap)) > 0) {
+                instance_claim(inst);
                 execute_batch(inst, items, reqs, n);
+                atomic_store(&inst->executing, false);
+            }
         } else {
             imagen_log(IMAGEN_LOG_ERROR, "core", "instance '%s' of model '%s': out of memory", inst->name, m->name);
         }
         free(items);
         free(reqs);
     }
+    /* Taken for good: no request runs inline on a finished instance. */
+    instance_claim(inst);
     if (m->backend->instance_fini)
         m->backend->instance_fini(inst->state);
     return NULL;
+}
+
+bool
+imagen__model_try_inline(imagen_model *m, imagen_request *req)
+{
+    if (!m->inline_ok || atomic_load_explicit(&m->executions, memory_order_relaxed) < INLINE_MIN_EXECUTIONS ||
+        atomic_load_explicit(&m->exec_avg_ns, memory_order_relaxed) > INLINE_MAX_EXEC_NS ||
+        !imagen_batcher_bypass_ok(m->batcher))
+        return false;
+    for (size_t i = 0; i < m->n_instances; i++) {
+        imagen_instance *inst = &m->instances[i];
+        if (!instance_borrow(inst))
+            continue;
+        imagen_batch_item *item = imagen__request_item(req);
+        item->enqueue_ns = imagen_time_now_ns();
+        item->queued = false;
+        imagen_request *reqs[1];
+        execute_batch(inst, &item, reqs, 1);
+        atomic_store(&inst->borrowed, false);
+        return true;
+    }
+    return false;
 }
 
 /* ---- load and teardown ------------------------------------------------------ */
@@ -486,6 +559,7 @@ imagen__model_load(imagen_server *srv, const char *name, int64_t version, const 
     m->version = version;
     m->config = config;
     m->backend = backend;
+    m->inline_ok = backend->abi_version >= 2 && (backend->flags & IMAGEN_BACKEND_EXECUTE_ANY_THREAD) != 0;
     m->stats = imagen_stats_ref(stats);
     m->name = strdup(name);
     m->model_dir = strdup(model_dir);

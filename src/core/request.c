@@ -551,6 +551,11 @@ imagen_server_infer_async(imagen_server *srv, imagen_request *req, imagen_respon
     atomic_fetch_add(&req->refs, 2);
     imagen__server_inflight_add(srv, 1);
     imagen_stats_pending_add(m->stats, 1);
+    if (imagen__model_try_inline(m, req)) {
+        /* Executed and completed on this thread: the callback has run. */
+        imagen_request_release(req);
+        return NULL;
+    }
     imagen_error *err = imagen_batcher_enqueue(m->batcher, &req->item);
     if (err == NULL) {
         /* A cancel that ran between the check above and the enqueue found
@@ -596,6 +601,12 @@ imagen__request_from_item(imagen_batch_item *item)
 {
     /* item is the first member of imagen_request. */
     return (imagen_request *)(void *)item;
+}
+
+imagen_batch_item *
+imagen__request_item(imagen_request *req)
+{
+    return &req->item;
 }
 
 void

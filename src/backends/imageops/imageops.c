@@ -170,6 +170,9 @@ const imagen_backend imagen_imageops_backend = {
     .instance_init = imageops_instance_init,
     .instance_fini = imageops_instance_fini,
     .execute = imageops_execute,
+    /* An instance's state is its pool, which only needs one caller at a
+     * time. */
+    .flags = IMAGEN_BACKEND_EXECUTE_ANY_THREAD,
 };
 
 /* ---------------------------------------------------------------------

@@ -7,8 +7,9 @@
  *
  * The calling thread always takes part in the work: a pool of `threads`
  * starts threads - 1 helper threads, and a pool of 1 runs everything inline.
- * imagen__pool_for() is called by one thread at a time (the instance
- * thread); it is not reentrant (do not call it from inside a task).
+ * imagen__pool_for() is called by one thread at a time (whichever thread
+ * executes for the instance); it is not reentrant (do not call it from
+ * inside a task).
  */
 #ifndef IMAGEN_BACKENDS_IMAGEOPS_POOL_H
 #define IMAGEN_BACKENDS_IMAGEOPS_POOL_H

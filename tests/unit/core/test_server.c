@@ -5,6 +5,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,40 @@ static const imagen_backend double_backend = {
     .model_init = double_model_init,
     .execute = double_execute,
 };
-static const imagen_backend *const backends[] = {&double_backend};
+
+/* The same work from a backend that lets execute run on any thread; it
+ * counts the executions that ran on the thread that submitted (inline), and
+ * sleeps `sleep_us` (model parameter) per execution when asked. */
+static pthread_t submitter;
+static atomic_int inline_runs;
+
+static imagen_error *
+any_model_init(imagen_backend_model *model, void **state)
+{
+    const char *us = imagen_backend_model_parameter(model, "sleep_us");
+    *state = (void *)(intptr_t)(us != NULL ? atoi(us) : 0);
+    return NULL;
+}
+
+static void
+any_execute(void *model_state, void *instance_state, imagen_request **reqs, size_t n)
+{
+    if (pthread_equal(pthread_self(), submitter))
+        atomic_fetch_add(&inline_runs, 1);
+    int sleep_us = (int)(intptr_t)model_state;
+    if (sleep_us > 0)
+        usleep((useconds_t)sleep_us);
+    double_execute(NULL, instance_state, reqs, n);
+}
+
+static const imagen_backend any_thread_backend = {
+    .abi_version = IMAGEN_BACKEND_ABI_VERSION,
+    .name = "double_any_thread",
+    .model_init = any_model_init,
+    .execute = any_execute,
+    .flags = IMAGEN_BACKEND_EXECUTE_ANY_THREAD,
+};
+static const imagen_backend *const backends[] = {&double_backend, &any_thread_backend};
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -74,7 +108,7 @@ write_file(const char *path, const char *text)
 }
 
 static void
-write_model(const char *name, const char *extra_config)
+write_model_of(const char *name, const char *backend, const char *extra_config)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", repo_dir, name);
@@ -84,11 +118,17 @@ write_model(const char *name, const char *extra_config)
     snprintf(path, sizeof(path), "%s/%s/config.pbtxt", repo_dir, name);
     char text[2048];
     snprintf(text, sizeof(text),
-             "backend: \"double\"\nmax_batch_size: 8\n"
+             "backend: \"%s\"\nmax_batch_size: 8\n"
              "input [ { name: \"INPUT0\" data_type: TYPE_INT32 dims: [ 4 ] } ]\n"
              "output [ { name: \"OUTPUT0\" data_type: TYPE_INT32 dims: [ 4 ] } ]\n%s\n",
-             extra_config);
+             backend, extra_config);
     write_file(path, text);
+}
+
+static void
+write_model(const char *name, const char *extra_config)
+{
+    write_model_of(name, "double", extra_config);
 }
 
 static imagen_server *
@@ -102,7 +142,7 @@ start_server(imagen_model_control_mode mode, bool exit_on_error)
     o.control_mode = mode;
     o.exit_on_error = exit_on_error;
     o.builtin_backends = backends;
-    o.n_builtin_backends = 1;
+    o.n_builtin_backends = sizeof(backends) / sizeof(backends[0]);
     imagen_server *srv = NULL;
     imagen_error *err = imagen_server_create(&o, &srv);
     if (err) {
@@ -470,6 +510,67 @@ test_stop_rejects_new_requests(void)
     remove_repo();
 }
 
+/* Requests of a short model whose backend allows it run on the submitting
+ * thread once the model has shown it is short (16 executions), with the
+ * same results and statistics; never when the batcher would have done
+ * something else with them (a queue delay, ordering to keep), for a model
+ * that takes long, or for a backend that did not allow it. */
+static int
+inline_runs_after(imagen_server *srv, const char *model, int n_requests)
+{
+    atomic_store(&inline_runs, 0);
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0};
+    for (int i = 0; i < n_requests; i++) {
+        int32_t data[4] = {i, 1, 2, 3};
+        CHECK_OK(submit(srv, model, data, &w, NULL));
+        wait_all(&w);
+        CHECK_INT_EQ(w.last_value, 2 * i);
+    }
+    CHECK_INT_EQ(w.ok, n_requests);
+    return atomic_load(&inline_runs);
+}
+
+static void
+test_short_models_run_inline_when_nothing_changes(void)
+{
+    make_repo();
+    const char *any = "double_any_thread";
+    write_model("plain", "");
+    write_model_of("fast", any, "");
+    write_model_of("fast_greedy", any, "dynamic_batching { }");
+    write_model_of("fast_delayed", any, "dynamic_batching { max_queue_delay_microseconds: 100 }");
+    write_model_of("fast_ordered", any, "dynamic_batching { preserve_ordering: true }");
+    write_model_of("slow", any, "parameters { key: \"sleep_us\" value: { string_value: \"200\" } }");
+    submitter = pthread_self();
+    imagen_server *srv = start_server(IMAGEN_MODEL_CONTROL_NONE, true);
+    CHECK(srv != NULL);
+    if (!srv)
+        return;
+    CHECK(inline_runs_after(srv, "fast", 40) >= 20);
+    CHECK(inline_runs_after(srv, "fast_greedy", 40) >= 20);
+    CHECK_INT_EQ(inline_runs_after(srv, "fast_delayed", 40), 0);
+    CHECK_INT_EQ(inline_runs_after(srv, "fast_ordered", 40), 0);
+    CHECK_INT_EQ(inline_runs_after(srv, "slow", 40), 0);
+    /* The plain backend's executions never count: it has no flag. */
+    int before = atomic_load(&executions);
+    inline_runs_after(srv, "plain", 40);
+    CHECK_INT_EQ(atomic_load(&executions) - before, 40);
+    /* Statistics count inline executions like the others. */
+    imagen_model_stats *st = NULL;
+    size_t n = 0;
+    CHECK_OK(imagen_server_model_statistics(srv, "fast", -1, &st, &n));
+    CHECK_INT_EQ(n, 1);
+    if (n == 1) {
+        CHECK_INT_EQ(st[0].execution_count, 40);
+        CHECK_INT_EQ(st[0].inference_count, 40);
+        CHECK_INT_EQ(st[0].success.count, 40);
+        CHECK_INT_EQ(st[0].pending_requests, 0);
+    }
+    imagen_model_stats_free(st, n);
+    imagen_server_destroy(srv);
+    remove_repo();
+}
+
 int
 main(void)
 {
@@ -482,5 +583,6 @@ main(void)
     RUN(test_delay_scheduler_forms_exact_batch);
     RUN(test_shape_tensor_values_split_batches);
     RUN(test_stop_rejects_new_requests);
+    RUN(test_short_models_run_inline_when_nothing_changes);
     TEST_MAIN_END();
 }

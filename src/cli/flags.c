@@ -104,7 +104,7 @@ static const flag_row flag_table[] = {
     {"http-address", NULL, FLAG_STRING, OPT(http_address), "0.0.0.0", 0, 0, NULL, "address", 0,
      "Address the HTTP endpoint binds."},
     {"http-thread-count", NULL, FLAG_INT, OPT(http_thread_count), "8", 1, THREADS_MAX, NULL, "n", 0,
-     "HTTP worker threads."},
+     "HTTP event loops (one per core is enough)."},
     {"http-max-input-size", NULL, FLAG_SIZE, OPT(http_max_input_size), "67108864", 1, INPUT_SIZE_MAX, NULL, "bytes", 0,
      "Largest HTTP request body accepted (k, m, g suffixes allowed)."},
     {"reuse-http-port", NULL, FLAG_BOOL, OPT(reuse_http_port), "false", 0, 0, NULL, NULL, 0,
@@ -117,7 +117,8 @@ static const flag_row flag_table[] = {
     {"grpc-address", NULL, FLAG_STRING, OPT(grpc_address), "0.0.0.0", 0, 0, NULL, "address", 0,
      "Address the gRPC endpoint binds."},
     {"grpc-infer-thread-count", NULL, FLAG_INT, OPT(grpc_infer_thread_count), "2", 1, 64, NULL, "n", 0,
-     "gRPC completion-queue threads (they never run a model)."},
+     "gRPC completion-queue threads (they run a model only when its executions take microseconds and an instance is "
+     "idle)."},
 
     {.name = "Metrics endpoint", .type = FLAG_SECTION},
     {"allow-metrics", NULL, FLAG_BOOL, OPT(allow_metrics), "true", 0, 0, NULL, NULL, 0,

@@ -8,7 +8,11 @@
  * its own thread (instance_init, warmup, the execute loop, instance_fini all
  * happen there, as the backend contract promises); teardown runs on the
  * server's reaper thread. The instance loop never blocks on anything but
- * the batcher and the backend.
+ * the batcher and the backend. One exception, for backends that allow it:
+ * a request of a model whose executions take microseconds may run on the
+ * thread that submitted it while an instance is idle
+ * (imagen__model_try_inline), because waking the instance's thread would
+ * cost more than the execution.
  */
 #include "core/core.h"
 

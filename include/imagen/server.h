@@ -314,8 +314,8 @@ const imagen_request_param *imagen_request_parameter(const imagen_request *req, 
  * microseconds, on the calling thread before this function returns, when an
  * instance is idle and nothing is queued. Requests rejected during
  * submission never reach the callback: this returns an error instead. The
- * callback must not block on network I/O nor take a lock the caller holds
- * around this call. Checks that every required input is present and batch
+ * callback must not block (on network I/O, on another request, or on a lock
+ * the caller holds around this call). Checks that every required input is present and batch
  * dims agree. */
 imagen_error *imagen_server_infer_async(imagen_server *srv, imagen_request *req, imagen_response_cb cb,
                                         void *user_data);

@@ -72,6 +72,7 @@ struct imagen_batcher {
     uint64_t next_deliver;  /* sequence the ordering list releases next */
     bool delivering;        /* one thread is running deliver callbacks */
     atomic_size_t pending;  /* queued items; written under mu, read lock-free */
+    atomic_size_t in_hand;  /* batches taken but not yet started (bypass_ok) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -634,6 +635,7 @@ imagen_batcher_next_batch(imagen_batcher *b, imagen_batch_item **out, size_t cap
                 out[i]->sequence = b->next_sequence++;
             }
             taken = take;
+            atomic_fetch_add(&b->in_hand, 1);
             if (atomic_load_explicit(&b->pending, memory_order_relaxed) > 0)
                 pthread_cond_signal(&b->work_cv); /* another instance may form the next */
             break;
@@ -677,12 +679,19 @@ bool
 imagen_batcher_bypass_ok(imagen_batcher *b)
 {
     if (b->delay_ns != 0 || b->preserve_ordering || b->delay_until_count != 0 ||
-        atomic_load_explicit(&b->pending, memory_order_relaxed) != 0)
+        atomic_load_explicit(&b->pending, memory_order_relaxed) != 0 || atomic_load(&b->in_hand) != 0)
         return false;
     pthread_mutex_lock(&b->mu);
-    bool ok = !b->shutdown && atomic_load_explicit(&b->pending, memory_order_relaxed) == 0;
+    bool ok =
+        !b->shutdown && atomic_load_explicit(&b->pending, memory_order_relaxed) == 0 && atomic_load(&b->in_hand) == 0;
     pthread_mutex_unlock(&b->mu);
     return ok;
+}
+
+void
+imagen_batcher_batch_started(imagen_batcher *b)
+{
+    atomic_fetch_sub(&b->in_hand, 1);
 }
 
 bool

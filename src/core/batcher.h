@@ -115,9 +115,15 @@ bool imagen_batcher_preserves_ordering(const imagen_batcher *b);
 /* True when a request may skip the queue and run at once on its caller's
  * thread without changing what this batcher would do with it: the batcher is
  * greedy (no max_queue_delay), keeps no order, holds nothing (the test knob),
- * is not shutting down, and nothing is queued. A request enqueued by another
+ * is not shutting down, nothing is queued and no batch taken is still
+ * waiting to start. A request enqueued by another
  * thread meanwhile just waits for an instance, as it would have. */
 bool imagen_batcher_bypass_ok(imagen_batcher *b);
+/* The instance that took a batch from imagen_batcher_next_batch() has it in
+ * hand and no request can overtake it any more: until this call, requests
+ * arriving meanwhile do not bypass the queue (bypass_ok is false), so none
+ * runs ahead of a batch taken before it. */
+void imagen_batcher_batch_started(imagen_batcher *b);
 
 /* With preserve_ordering, called when an item finished executing: calls
  * deliver(item, ctx) for it and every later finished item, strictly in

@@ -133,6 +133,9 @@ void imagen__request_finish(imagen_request *req, imagen_error *err, imagen_fail_
 /* Instance side of execution (instance loop in model.c). */
 imagen_request *imagen__request_from_item(imagen_batch_item *item);
 imagen_batch_item *imagen__request_item(imagen_request *req);
+/* The bytes of all the request's inputs, and whether it was cancelled. */
+size_t imagen__request_input_bytes(const imagen_request *req);
+bool imagen__request_cancelled(const imagen_request *req);
 void imagen__request_begin_execution(imagen_request *req, uint64_t start_ns);
 /* After execute: finalises the response (drops outputs the client did not
  * ask for, fails requests the backend left untouched). Returns true when the

@@ -315,27 +315,26 @@ run_warmup(imagen_instance *inst)
 /* ---- instance threads ------------------------------------------------------ */
 
 /* Inline execution (imagen__model_try_inline) needs the model's executions
- * to be this short, by a moving average over at least this many batches:
- * the receiving thread is blocked meanwhile, so only models whose execution
- * costs less than waking the instance thread qualify. */
+ * to be this short, by a moving average over at least this many batches,
+ * and the request's inputs this small: the receiving thread (an event loop)
+ * is blocked meanwhile, so only executions that cost less than waking the
+ * instance thread qualify, and a large request of a model warmed by small
+ * ones still goes to the instance thread. */
 #define INLINE_MAX_EXEC_NS 20000u
 #define INLINE_MIN_EXECUTIONS 16u
+#define INLINE_MAX_INPUT_BYTES (16u << 10)
 
 /* The instance's own thread takes the instance before a batch. Each side
  * stores its own flag and then reads the other's (sequentially consistent),
- * so an inline borrower and this thread never both go ahead; this thread
- * gives way and waits the few microseconds a borrowed request takes. */
+ * so an inline borrower and this thread never both go ahead. This thread
+ * keeps its flag while it waits out a borrower already running (a few
+ * microseconds), so no further borrower gets in ahead of it. */
 static void
 instance_claim(imagen_instance *inst)
 {
-    for (;;) {
-        atomic_store(&inst->executing, true);
-        if (!atomic_load(&inst->borrowed))
-            return;
-        atomic_store(&inst->executing, false);
-        while (atomic_load(&inst->borrowed))
-            sched_yield();
-    }
+    atomic_store(&inst->executing, true);
+    while (atomic_load(&inst->borrowed))
+        sched_yield();
 }
 
 static bool
@@ -369,10 +368,12 @@ execute_batch(imagen_instance *inst, imagen_batch_item **items, imagen_request *
         imagen__request_end_execution(reqs[i]);
     uint64_t t3 = imagen_time_now_ns();
     imagen_stats_record_execution(m->stats, total_batch, t1 - t0, t2 - t1, t3 - t2);
-    /* A moving average of 1/8 weight; racing updates only blur it. */
+    /* A moving average of 1/8 weight, from the first execution's time;
+     * racing updates only blur it. */
     uint64_t avg = atomic_load_explicit(&m->exec_avg_ns, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&m->executions, 1, memory_order_relaxed) == 0)
+        avg = t3 - t0;
     atomic_store_explicit(&m->exec_avg_ns, avg - avg / 8 + (t3 - t0) / 8, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->executions, 1, memory_order_relaxed);
     for (size_t i = 0; i < n; i++) {
         imagen__request_set_phase_times(reqs[i], t1 - t0, t2 - t1, t3 - t2);
         imagen_batcher_complete(m->batcher, items[i], imagen__request_deliver, NULL);
@@ -422,6 +423,7 @@ instance_main(void *arg)
             size_t n;
             while ((n = imagen_batcher_next_batch(m->batcher, items, cap)) > 0) {
                 instance_claim(inst);
+                imagen_batcher_batch_started(m->batcher);
                 execute_batch(inst, items, reqs, n);
                 atomic_store(&inst->executing, false);
             }
@@ -443,15 +445,21 @@ imagen__model_try_inline(imagen_model *m, imagen_request *req)
 {
     if (!m->inline_ok || atomic_load_explicit(&m->executions, memory_order_relaxed) < INLINE_MIN_EXECUTIONS ||
         atomic_load_explicit(&m->exec_avg_ns, memory_order_relaxed) > INLINE_MAX_EXEC_NS ||
-        !imagen_batcher_bypass_ok(m->batcher))
+        imagen__request_input_bytes(req) > INLINE_MAX_INPUT_BYTES || !imagen_batcher_bypass_ok(m->batcher))
         return false;
     for (size_t i = 0; i < m->n_instances; i++) {
         imagen_instance *inst = &m->instances[i];
         if (!instance_borrow(inst))
             continue;
+        /* Checked again with the instance held: a batch taken by an
+         * instance thread meanwhile goes first, and a cancel that came in
+         * meanwhile is left to the queued path, which honours it. */
+        if (!imagen_batcher_bypass_ok(m->batcher) || imagen__request_cancelled(req)) {
+            atomic_store(&inst->borrowed, false);
+            return false;
+        }
         imagen_batch_item *item = imagen__request_item(req);
         item->enqueue_ns = imagen_time_now_ns();
-        item->queued = false;
         imagen_request *reqs[1];
         execute_batch(inst, &item, reqs, 1);
         atomic_store(&inst->borrowed, false);

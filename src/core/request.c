@@ -609,6 +609,21 @@ imagen__request_item(imagen_request *req)
     return &req->item;
 }
 
+size_t
+imagen__request_input_bytes(const imagen_request *req)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < req->n_inputs; i++)
+        total += req->inputs[i].tensor.byte_size;
+    return total;
+}
+
+bool
+imagen__request_cancelled(const imagen_request *req)
+{
+    return atomic_load(&req->cancelled);
+}
+
 void
 imagen__request_begin_execution(imagen_request *req, uint64_t start_ns)
 {

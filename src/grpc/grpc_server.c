@@ -6,6 +6,9 @@
  * RECV_CLOSE_ON_SERVER batch (to learn about cancellation) and runs the
  * handler. Handlers never block: inference completes on instance threads
  * and load/unload on helper threads, both of which only start a send batch.
+ * The one exception is a small request of a model whose executions take
+ * microseconds, which the core may run right here while an instance is idle
+ * (src/core/model.c, imagen__model_try_inline): cheaper than the hand-off.
  * gRPC statuses come from error.h's table in imagen__grpc_reply_error only.
  */
 #include "grpc/grpc_internal.h"

@@ -377,6 +377,18 @@ rd_stream_without_group(void)
     imagen_queue_close(q);
 }
 
+/* Runs plain commands behind the driver's back (data it did not write). */
+static void
+rd_run_all(const char *const *cmds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = redisCommand(rd_ctx, cmds[i]);
+        CHECK(r != NULL && r->type != REDIS_REPLY_ERROR);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+}
+
 /* Records this driver did not write: an unknown state is an error naming
  * it for `get`, and a listing leaves such records out instead of failing. */
 static void
@@ -390,12 +402,7 @@ rd_foreign_records(void)
         "rd_foreign spec {} state failed created_ms 6",
         "ZADD imagen:state:rd_foreign:failed 5 0000000000000000000000b1 6 0000000000000000000000b2-and-far-too-long",
     };
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        redisReply *r = redisCommand(rd_ctx, cmds[i]);
-        CHECK(r != NULL && r->type != REDIS_REPLY_ERROR);
-        if (r != NULL)
-            freeReplyObject(r);
-    }
+    rd_run_all(cmds, sizeof cmds / sizeof cmds[0]);
     imagen_queue *q = rd_open("rd-foreign", 3);
     if (q == NULL)
         return;
@@ -429,12 +436,7 @@ rd_migrates_first_layout(void)
         "ZADD imagen:state:rd_old:done 2 0000000000000000000000a2",
         "ZADD imagen:state:rd_old:failed 3 0000000000000000000000a3",
     };
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        redisReply *r = redisCommand(rd_ctx, cmds[i]);
-        CHECK(r != NULL && r->type != REDIS_REPLY_ERROR);
-        if (r != NULL)
-            freeReplyObject(r);
-    }
+    rd_run_all(cmds, sizeof cmds / sizeof cmds[0]);
     imagen_queue *q = rd_open("rd-mig", 3);
     if (q == NULL)
         return;

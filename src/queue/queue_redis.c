@@ -1236,13 +1236,21 @@ redis_pull(void *state, const char *const *ops, size_t n_ops, size_t max, int64_
     return err;
 }
 
-/* Maps a lease script's answer: "LOST" is NOT_FOUND, as the contract says. */
+/* Maps a lease script's answer for one delivery: "LOST" is NOT_FOUND, as
+ * the contract says. */
+static imagen_error *
+lease_answer(const imagen_lease *lease, const redisReply *r)
+{
+    if (reply_is_str(r) && strcmp(r->str, "LOST") == 0)
+        return imagen_error_new(IMAGEN_ERR_NOT_FOUND, "lease on job %s was lost", lease->job->id);
+    return NULL;
+}
+
+/* lease_answer() of a whole reply, which it frees. */
 static imagen_error *
 lease_result(const imagen_lease *lease, redisReply *r)
 {
-    imagen_error *err = NULL;
-    if (reply_is_str(r) && strcmp(r->str, "LOST") == 0)
-        err = imagen_error_new(IMAGEN_ERR_NOT_FOUND, "lease on job %s was lost", lease->job->id);
+    imagen_error *err = lease_answer(lease, r);
     freeReplyObject(r);
     return err;
 }
@@ -1289,12 +1297,8 @@ finish(redis_queue *q, imagen_lease *const *leases, size_t n, const char *st, co
         freeReplyObject(r);
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "queue redis: malformed reply from the finish script");
     }
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *e = r->element[i];
-        per[i] = reply_is_str(e) && strcmp(e->str, "LOST") == 0
-                     ? imagen_error_new(IMAGEN_ERR_NOT_FOUND, "lease on job %s was lost", leases[i]->job->id)
-                     : NULL;
-    }
+    for (size_t i = 0; i < n; i++)
+        per[i] = lease_answer(leases[i], r->element[i]);
     freeReplyObject(r);
     return NULL;
 }

@@ -373,6 +373,21 @@ conn_set_interest(http_conn *c, uint32_t events)
 }
 
 /* Frees what the current request owns and readies the next. */
+/* Frees the bytes the request arrived with (body, split-off binary part,
+ * inflated body), once nothing reads them any more. */
+static void
+req_free_received(http_req *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    free(r->blob);
+    r->blob = NULL;
+    r->blob_len = r->blob_cap = 0;
+    free(r->inflated);
+    r->inflated = NULL;
+}
+
 static void
 req_reset(imagen_http *http, http_req *r)
 {
@@ -620,14 +635,7 @@ prepare_infer_reply(http_conn *c, bool keep_request)
     if (!keep_request) {
         imagen__http_infer_free(r->inf);
         r->inf = NULL;
-        free(r->body);
-        r->body = NULL;
-        r->len = r->cap = 0;
-        free(r->blob);
-        r->blob = NULL;
-        r->blob_len = r->blob_cap = 0;
-        free(r->inflated);
-        r->inflated = NULL;
+        req_free_received(r);
     }
     if (err != NULL) {
         imagen_buf_free(&out);
@@ -761,16 +769,8 @@ on_infer_done(imagen_response *response, void *user_data)
      * the infer object copied). Free them before the hand-back, so that a
      * large request waiting for its loop holds its output, not both. */
     http_req *r = &c->req;
-    if (!reading_next && !r->has_reply) {
-        free(r->blob);
-        r->blob = NULL;
-        r->blob_len = r->blob_cap = 0;
-        free(r->body);
-        r->body = NULL;
-        r->len = r->cap = 0;
-        free(r->inflated);
-        r->inflated = NULL;
-    }
+    if (!reading_next && !r->has_reply)
+        req_free_received(r);
     handback(c);
 }
 

@@ -20,8 +20,9 @@
  *
  * Thread-safety: a client may be used from several threads at once. HTTP
  * calls on one client share one keep-alive connection and take turns on it;
- * gRPC calls share one channel and run in parallel. Each asynchronous infer
- * runs on its own thread (with its own HTTP connection).
+ * gRPC calls run in parallel, each on a pooled HTTP/2 connection of its
+ * own. Each asynchronous infer runs on its own thread (with its own HTTP
+ * connection).
  */
 #ifndef IMAGEN_CLIENT_H
 #define IMAGEN_CLIENT_H

@@ -1,29 +1,21 @@
 /*
- * gRPC transport of the client library (spec §2) on gRPC's C core. One
- * channel per client, shared by every call (a channel is thread-safe and
- * multiplexes calls over one HTTP/2 connection). Each unary call runs on a
- * completion queue of its own, so concurrent callers never see each other's
- * events. Messages are the protobuf-c code generated from proto/.
+ * gRPC transport of the client library (spec §2). The wire is
+ * h2_channel.c: HTTP/2 connections of its own, one per concurrent caller,
+ * each call driven on the caller's thread. Messages are the protobuf-c code
+ * generated from proto/.
  *
  * ModelInfer moves images of tens of megabytes, so it copies as little as
  * it can: a synchronous infer sends large inputs from the caller's memory
  * (the request is packed around them), and the response's raw outputs are
- * copied once, straight from the received slices, each slice released as
- * it is read.
+ * used where they arrived: the received message is the result's memory.
  */
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
-#include <grpc/support/time.h>
 #include <jansson.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client/client_internal.h"
+#include "client/h2_channel.h"
 #include "grpc_service.pb-c.h"
 
 #define GRPC_METHOD_PREFIX "/inference.GRPCInferenceService/"
@@ -31,29 +23,8 @@
 static imagen_error *
 grpc_open(imagen_client *c)
 {
-    grpc_init();
-    /* gRPC's default 4 MiB receive cap would refuse a 1024x1024x3 image
-     * response; the server bounds what it sends. Its default reconnect
-     * backoff (1 s growing to 120 s) would leave a worker idle for a long
-     * while after a server restart: a refused connection is cheap to retry,
-     * so retry after 100 ms and never wait more than 1 s between attempts.
-     * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays at its default: gRPC also uses
-     * it as the shortest time a connection attempt is given, and a slow
-     * server (or a far one) must get its 20 s to answer. */
-    grpc_arg args[] = {
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = -1},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = -1},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, .value.integer = 100},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000},
-    };
-    grpc_channel_args chargs = {sizeof(args) / sizeof(args[0]), args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch = grpc_channel_create(c->target, creds, &chargs);
-    grpc_channel_credentials_release(creds);
-    if (ch == NULL) {
-        grpc_shutdown();
-        return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "cannot create a gRPC channel to '%s'", c->target);
-    }
+    imagen__h2_channel *ch = NULL;
+    IMAGEN_RETURN_IF_ERROR(imagen__h2_channel_new(c->target, c->url, &ch));
     c->impl = ch;
     return NULL;
 }
@@ -61,126 +32,22 @@ grpc_open(imagen_client *c)
 static void
 grpc_close(imagen_client *c)
 {
-    grpc_channel_destroy(c->impl);
-    grpc_shutdown();
+    imagen__h2_channel_free(c->impl);
 }
 
-/* Tags of a call's two batches. */
-#define SEND_TAG ((void *)1)
-#define RECV_TAG ((void *)2)
-
-/* Runs one unary call: sends the request made of `n_payload` slices to
- * `method` and returns the response message in *resp_bb (owned:
- * grpc_byte_buffer_destroy). The slices are not copied: their bytes must
- * stay valid until the call returns, or until `sent` fires. `sent` (NULL =
- * nobody) fires once the request has been written out, before the
- * response comes; on paths where the request never leaves, the caller
- * fires it. */
+/* Runs one unary call of `method` with the request made of the n_msg
+ * chunks, and returns the response message in *resp (malloc'd, *resp_len
+ * bytes). The chunks are not copied here: their bytes must stay valid until
+ * the call returns, or until `sent` fires (NULL = nobody), which it does
+ * once the request is on its way, before the response comes, and at the
+ * latest when this returns. */
 static imagen_error *
-grpc_call_raw(imagen_client *c, const char *method, grpc_slice *payload, size_t n_payload, imagen__inputs_done *sent,
-              grpc_byte_buffer **resp_bb)
+grpc_call_raw(imagen_client *c, const char *method, const imagen__h2_chunk *msg, size_t n_msg,
+              imagen__inputs_done *sent, uint8_t **resp, size_t *resp_len)
 {
-    grpc_channel *ch = c->impl;
-    int64_t timeout = atomic_load(&c->timeout_ms);
-    gpr_timespec deadline =
-        timeout > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout, GPR_TIMESPAN))
-                    : gpr_inf_future(GPR_CLOCK_MONOTONIC);
     char path[128];
     snprintf(path, sizeof(path), GRPC_METHOD_PREFIX "%s", method);
-
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-    /* Copied, not static: gRPC may keep the method name (its header
-     * compression table) after this call, and path is on this stack. */
-    grpc_slice method_slice = grpc_slice_from_copied_string(path);
-    grpc_call *call =
-        grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice, NULL, deadline, NULL);
-    grpc_byte_buffer *send_bb = grpc_raw_byte_buffer_create(payload, n_payload);
-    grpc_byte_buffer *recv_bb = NULL;
-    grpc_metadata_array initial_md, trailing_md;
-    grpc_metadata_array_init(&initial_md);
-    grpc_metadata_array_init(&trailing_md);
-    grpc_status_code status = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-
-    /* Two batches rather than one: the sending one completes by itself
-     * once the request is written out, which is when the caller's input
-     * bytes may go, long before the response is in. */
-    grpc_op send_ops[3], recv_ops[3];
-    memset(send_ops, 0, sizeof(send_ops));
-    memset(recv_ops, 0, sizeof(recv_ops));
-    send_ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    send_ops[1].op = GRPC_OP_SEND_MESSAGE;
-    send_ops[1].data.send_message.send_message = send_bb;
-    send_ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    recv_ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
-    recv_ops[0].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
-    recv_ops[1].op = GRPC_OP_RECV_MESSAGE;
-    recv_ops[1].data.recv_message.recv_message = &recv_bb;
-    recv_ops[2].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    recv_ops[2].data.recv_status_on_client.trailing_metadata = &trailing_md;
-    recv_ops[2].data.recv_status_on_client.status = &status;
-    recv_ops[2].data.recv_status_on_client.status_details = &details;
-
-    imagen_error *err = NULL;
-    bool send_pending = false, recv_pending = false;
-    grpc_call_error ce = grpc_call_start_batch(call, send_ops, 3, SEND_TAG, NULL);
-    if (ce == GRPC_CALL_OK) {
-        send_pending = true;
-        ce = grpc_call_start_batch(call, recv_ops, 3, RECV_TAG, NULL);
-        if (ce == GRPC_CALL_OK)
-            recv_pending = true;
-        else
-            grpc_call_cancel(call, NULL); /* so that the send batch ends */
-    }
-    if (ce != GRPC_CALL_OK)
-        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC call to %s could not start (%d)", method, (int)ce);
-    /* The deadline is the call's: both batches always complete. */
-    while (send_pending || recv_pending) {
-        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-        if (ev.type != GRPC_OP_COMPLETE) {
-            if (err == NULL)
-                err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC call to %s: unexpected completion event", method);
-            break;
-        }
-        if (ev.tag == SEND_TAG) {
-            send_pending = false;
-            /* Written out, or failed: gRPC reads the request no more. */
-            imagen__inputs_done_fire(sent);
-        } else if (ev.tag == RECV_TAG) {
-            recv_pending = false;
-        }
-    }
-    if (err == NULL && status != GRPC_STATUS_OK) {
-        char *msg = grpc_slice_to_c_string(details);
-        if (status == GRPC_STATUS_UNAVAILABLE && grpc_channel_check_connectivity_state(ch, 0) != GRPC_CHANNEL_READY)
-            err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, IMAGEN__CONNECT_PREFIX "%s: %s", c->url, msg);
-        else if (status == GRPC_STATUS_DEADLINE_EXCEEDED)
-            err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "request to %s timed out after %lld ms", c->url,
-                                   (long long)timeout);
-        else
-            err = imagen_error_new(imagen__code_from_grpc(status), "%s", msg);
-        gpr_free(msg);
-    } else if (err == NULL && recv_bb == NULL) {
-        err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: the server sent no response message", method);
-    }
-    if (err == NULL) {
-        *resp_bb = recv_bb;
-        recv_bb = NULL;
-    }
-
-    grpc_byte_buffer_destroy(send_bb);
-    if (recv_bb != NULL)
-        grpc_byte_buffer_destroy(recv_bb);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&initial_md);
-    grpc_metadata_array_destroy(&trailing_md);
-    grpc_call_unref(call);
-    grpc_slice_unref(method_slice);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(cq);
-    return err;
+    return imagen__h2_channel_unary(c->impl, path, msg, n_msg, atomic_load(&c->timeout_ms), sent, resp, resp_len);
 }
 
 /* A unary call with small messages: packs `req`, and unpacks the response
@@ -195,22 +62,15 @@ grpc_unary(imagen_client *c, const char *method, const void *req, const Protobuf
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
     protobuf_c_message_pack(req, buf);
     /* The request bytes outlive the call (we wait for it), so no copy. */
-    grpc_slice payload = grpc_slice_from_static_buffer(buf, len);
-    grpc_byte_buffer *bb = NULL;
-    imagen_error *err = grpc_call_raw(c, method, &payload, 1, NULL, &bb);
+    imagen__h2_chunk payload = {buf, len};
+    uint8_t *body = NULL;
+    size_t body_len = 0;
+    imagen_error *err = grpc_call_raw(c, method, &payload, 1, NULL, &body, &body_len);
     free(buf);
     if (err != NULL)
         return err;
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, bb)) {
-        grpc_byte_buffer_destroy(bb);
-        return imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: cannot read the response", method);
-    }
-    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    grpc_byte_buffer_destroy(bb);
-    *resp = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-    grpc_slice_unref(all);
+    *resp = protobuf_c_message_unpack(desc, NULL, body_len, body);
+    free(body);
     if (*resp == NULL)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: cannot parse the response", method);
     return NULL;
@@ -572,11 +432,12 @@ done:
 /* ModelInferResponse.raw_output_contents (spec §2.3). */
 #define RAW_OUTPUT_CONTENTS_FIELD 6u
 
-/* A response as the result holds it: the message without its raw outputs,
- * and each raw output in a buffer of its own. */
+/* A response as the result holds it: the received message, which the raw
+ * outputs point into, and the rest of it unpacked. */
 typedef struct infer_response {
+    uint8_t *message; /* as received; owned */
     ProtobufCMessage *msg;
-    uint8_t **raw; /* n_raw buffers, NULL for an empty one */
+    const uint8_t **raw; /* n_raw outputs, inside message */
     size_t *raw_len;
     size_t n_raw;
 } infer_response;
@@ -589,79 +450,17 @@ infer_response_free(void *arg)
         return;
     if (r->msg != NULL)
         protobuf_c_message_free_unpacked(r->msg, NULL);
-    for (size_t i = 0; i < r->n_raw; i++)
-        free(r->raw[i]);
+    free(r->message);
     free(r->raw);
     free(r->raw_len);
     free(r);
 }
 
-/* Reads a message that arrived in slices, front to back, releasing each
- * slice as soon as it has been read: the message's memory goes while the
- * outputs are copied out of it, rather than after. */
+/* Reads a received message front to back. */
 typedef struct wire {
-    grpc_slice_buffer rest; /* slices not started yet */
-    grpc_slice cur;         /* the slice being read */
-    size_t off;             /* read of cur */
-    size_t left;            /* bytes not read yet, cur's included */
-    size_t total;           /* of the message */
-    size_t untrimmed;       /* bytes released since the heap was last trimmed */
+    const uint8_t *p;
+    size_t left; /* bytes not read yet */
 } wire;
-
-/* Released slices are heap blocks of 64 KiB (gRPC reads the socket in
- * such blocks), below the worker's mmap threshold: glibc keeps them when
- * they are freed, except the ones at the very top of a heap, and a
- * response of 34 MiB would stay resident in full until the copy of its
- * outputs is done, and mostly after. Trimming every this many released
- * bytes hands them back while the copy is under way, so that a large
- * response costs its size about once, not twice. Smaller responses are
- * never trimmed for. */
-#define TRIM_EVERY_BYTES (8u << 20)
-
-static void
-wire_trim(wire *w)
-{
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
-    w->untrimmed = 0;
-}
-
-/* Takes over a received message's slices (bb keeps none). False when the
- * message cannot be read (wire_destroy is still due). */
-static bool
-wire_init(wire *w, grpc_byte_buffer *bb)
-{
-    bool ok = true;
-    grpc_slice_buffer_init(&w->rest);
-    /* Received messages are raw and already inflated by gRPC; anything
-     * else goes through the reader, which inflates into a copy. */
-    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE) {
-        grpc_slice_buffer_swap(&w->rest, &bb->data.raw.slice_buffer);
-    } else {
-        grpc_byte_buffer_reader reader;
-        ok = grpc_byte_buffer_reader_init(&reader, bb) != 0;
-        if (ok) {
-            grpc_slice_buffer_add(&w->rest, grpc_byte_buffer_reader_readall(&reader));
-            grpc_byte_buffer_reader_destroy(&reader);
-        }
-    }
-    w->cur = grpc_empty_slice();
-    w->off = 0;
-    w->untrimmed = 0;
-    w->left = w->total = w->rest.length;
-    return ok;
-}
-
-static void
-wire_destroy(wire *w)
-{
-    grpc_slice_unref(w->cur);
-    grpc_slice_buffer_destroy(&w->rest);
-    /* The tail of a large message, since the last trim. */
-    if (w->total >= TRIM_EVERY_BYTES)
-        wire_trim(w);
-}
 
 /* Copies the next len bytes to dst (NULL: skips them). False, nothing
  * read, when fewer are left. */
@@ -670,26 +469,10 @@ wire_read(wire *w, uint8_t *dst, size_t len)
 {
     if (len > w->left)
         return false;
+    if (dst != NULL)
+        memcpy(dst, w->p, len);
+    w->p += len;
     w->left -= len;
-    while (len > 0) {
-        size_t have = GRPC_SLICE_LENGTH(w->cur) - w->off;
-        if (have == 0) {
-            w->untrimmed += GRPC_SLICE_LENGTH(w->cur);
-            grpc_slice_unref(w->cur);
-            if (w->untrimmed >= TRIM_EVERY_BYTES)
-                wire_trim(w);
-            w->cur = grpc_slice_buffer_take_first(&w->rest);
-            w->off = 0;
-            continue;
-        }
-        size_t n = have < len ? have : len;
-        if (dst != NULL) {
-            memcpy(dst, GRPC_SLICE_START_PTR(w->cur) + w->off, n);
-            dst += n;
-        }
-        w->off += n;
-        len -= n;
-    }
     return true;
 }
 
@@ -772,24 +555,26 @@ copy_field(wire *w, unsigned wire_type, bytes *b)
     }
 }
 
-/* Unpacks a ModelInferResponse that arrived as `bb` without ever holding
- * it twice in full: the raw outputs, which are nearly all of it, are
- * copied straight from the received slices into a buffer each, each slice
- * released once copied, and only the rest (names, shapes, parameters) is
- * gathered and unpacked by protobuf-c, which would otherwise copy every
- * raw output again after the whole message had been made contiguous. The
- * message's slices are taken out of bb. *out is owned
- * (infer_response_free). */
+/* Unpacks a ModelInferResponse without copying its raw outputs, which are
+ * nearly all of it: they stay where they arrived, in `message`, and only
+ * the rest (names, shapes, parameters) is gathered and unpacked by
+ * protobuf-c, which would otherwise copy every raw output. Takes `message`
+ * (*out owns it: infer_response_free), and frees it on an error. */
 static imagen_error *
-infer_response_parse(grpc_byte_buffer *bb, infer_response **out)
+infer_response_parse(uint8_t *message, size_t len, infer_response **out)
 {
-    wire w;
+    wire w = {message, len};
     infer_response *r = calloc(1, sizeof(*r));
     bytes rest = {NULL, 0, 0};
     size_t raw_cap = 0;
-    const char *why = !wire_init(&w, bb) ? "cannot read it" : r == NULL ? "out of memory" : NULL;
+    const char *why = NULL;
+    if (r == NULL) {
+        free(message);
+        return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+    }
+    r->message = message;
     while (why == NULL && w.left > 0) {
-        uint64_t key, len;
+        uint64_t key, n;
         if (!wire_varint(&w, &key)) {
             why = "truncated field key";
             break;
@@ -799,13 +584,13 @@ infer_response_parse(grpc_byte_buffer *bb, infer_response **out)
                 why = "malformed or truncated field";
             continue;
         }
-        if (!wire_varint(&w, &len) || len > w.left) {
+        if (!wire_varint(&w, &n) || n > w.left) {
             why = "raw_output_contents longer than the message";
             break;
         }
         if (r->n_raw == raw_cap) {
             size_t ncap = raw_cap ? 2 * raw_cap : 4;
-            uint8_t **nr = realloc(r->raw, ncap * sizeof(*nr));
+            const uint8_t **nr = realloc(r->raw, ncap * sizeof(*nr));
             if (nr != NULL)
                 r->raw = nr;
             size_t *nl = nr != NULL ? realloc(r->raw_len, ncap * sizeof(*nl)) : NULL;
@@ -816,16 +601,10 @@ infer_response_parse(grpc_byte_buffer *bb, infer_response **out)
             r->raw_len = nl;
             raw_cap = ncap;
         }
-        uint8_t *buf = len > 0 ? malloc((size_t)len) : NULL;
-        if (len > 0 && buf == NULL) {
-            why = "out of memory for an output";
-            break;
-        }
-        r->raw[r->n_raw] = buf;
-        r->raw_len[r->n_raw++] = (size_t)len;
-        wire_read(&w, buf, (size_t)len);
+        r->raw[r->n_raw] = w.p;
+        r->raw_len[r->n_raw++] = (size_t)n;
+        wire_read(&w, NULL, (size_t)n);
     }
-    wire_destroy(&w);
     if (why == NULL) {
         r->msg = protobuf_c_message_unpack(&inference__model_infer_response__descriptor, NULL, rest.len,
                                            rest.p != NULL ? rest.p : (const uint8_t *)"");
@@ -844,34 +623,32 @@ infer_response_parse(grpc_byte_buffer *bb, infer_response **out)
 static imagen_error *
 grpc_send(imagen_client *c, const imagen__encoded *enc, bool own_connection, imagen_infer_result **out)
 {
-    /* One slice per piece, all static: the bytes (enc's, or the caller's
-     * inputs during this synchronous call) outlive the call. */
-    grpc_slice one, *payload = &one;
+    (void)own_connection; /* every call has a connection to itself (h2_channel.h) */
+    /* One chunk per piece: the bytes (enc's, or the caller's inputs during
+     * this synchronous call) outlive the call. */
+    imagen__h2_chunk one = {(const uint8_t *)enc->body, enc->body_len}, *payload = &one;
     size_t n_payload = 1;
     if (enc->pieces != NULL) {
         payload = calloc(enc->n_pieces, sizeof(*payload));
-        if (payload == NULL)
+        if (payload == NULL) {
+            imagen__inputs_done_fire(enc->inputs_done);
             return imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
+        }
         for (size_t i = 0; i < enc->n_pieces; i++) {
             const imagen__piece *pc = &enc->pieces[i];
-            const void *p = pc->data != NULL ? (const void *)pc->data : (const void *)(enc->body + pc->offset);
-            payload[i] = grpc_slice_from_static_buffer(p, pc->len);
+            payload[i].data = pc->data != NULL ? pc->data : (const uint8_t *)enc->body + pc->offset;
+            payload[i].len = pc->len;
         }
         n_payload = enc->n_pieces;
-    } else {
-        one = grpc_slice_from_static_buffer(enc->body, enc->body_len);
     }
-    grpc_byte_buffer *bb = NULL;
-    imagen_error *err = grpc_call_raw(c, "ModelInfer", payload, n_payload, enc->inputs_done, &bb);
+    uint8_t *message = NULL;
+    size_t message_len = 0;
+    imagen_error *err = grpc_call_raw(c, "ModelInfer", payload, n_payload, enc->inputs_done, &message, &message_len);
     if (payload != &one)
         free(payload);
     IMAGEN_RETURN_IF_ERROR(err);
     infer_response *parsed = NULL;
-    err = infer_response_parse(bb, &parsed);
-    /* The received message goes before the result is used: only the copied
-     * outputs stay. */
-    grpc_byte_buffer_destroy(bb);
-    IMAGEN_RETURN_IF_ERROR(err);
+    IMAGEN_RETURN_IF_ERROR(infer_response_parse(message, message_len, &parsed));
     Inference__ModelInferResponse *resp = (Inference__ModelInferResponse *)parsed->msg;
     imagen_infer_result *res = imagen__result_new(resp->n_outputs);
     if (res == NULL) {

@@ -28,6 +28,9 @@
 #include "worker/worker.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -106,6 +109,7 @@ typedef struct job_thread {
     held_lease *held;   /* [0] is the job in hand; the rest were pulled ahead */
     size_t n_held, cap_held;
     imagen_pipeline *pipeline;
+    bool worked; /* ran a job since the queue was last found empty */
 } job_thread;
 
 typedef struct worker {
@@ -570,6 +574,23 @@ pull_jobs(job_thread *t, int64_t *backoff)
     return n > 0;
 }
 
+/* The queue ran dry after some work: hand the heap's free pages back to
+ * the system. A job holds a decoded image, its tensors and its result, and
+ * glibc keeps what they freed in each thread's arena, so a worker that has
+ * just run 12-megapixel photos would otherwise sit idle on tens of
+ * megabytes it no longer uses. Once per stretch of work, not per empty
+ * pull: the trim walks every arena. */
+static void
+release_idle_memory(job_thread *t)
+{
+    if (!t->worked)
+        return;
+    t->worked = false;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void *
 job_thread_main(void *arg)
 {
@@ -581,13 +602,16 @@ job_thread_main(void *arg)
             wait_for_server(w);
             if (atomic_load(&w->stopping))
                 break;
-            if (!pull_jobs(t, &backoff))
+            if (!pull_jobs(t, &backoff)) {
+                release_idle_memory(t);
                 continue;
+            }
             /* Pulled during a stop: not started, so handed back below. */
             if (atomic_load(&w->stopping))
                 break;
         }
         process_job(t);
+        t->worked = true;
     }
     /* Jobs pulled ahead and never started go back to the queue at once,
      * without using an attempt. */

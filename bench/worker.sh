@@ -142,8 +142,9 @@ photo_bytes=$(du -sb "$WORK/photos" | cut -f1)
 # messages, the server's default; --shm on: system shared memory, which the
 # server here allows) reads idle for SETTLE s, then runs the photos. Appends
 # "mode idle_rss idle_anon idle_file idle_pss idle_pss_anon hwm peak_rss
-# peak_anon peak_shmem after_rss after_anon after_shmem wall_us done out_bytes"
-# to photos.txt.
+# peak_anon peak_shmem after_rss after_anon after_shmem wall_us done out_bytes
+# again_rss again_anon" to photos.txt (after: as the last job ends; again:
+# SETTLE s later, the queue empty all along).
 : >"$WORK/photos.txt"
 photo_run() {
     local mode=$1 queue wport wpid r t0 t1
@@ -182,11 +183,15 @@ photo_run() {
         sleep 0.1
     done
     t1=$(now_us)
+    local after
+    after="$(proc_kib "$wpid" status VmRSS) $(proc_kib "$wpid" status RssAnon) $(proc_kib "$wpid" status RssShmem)"
+    # Idle again: the queue has been empty for SETTLE s.
+    sleep "$SETTLE"
     echo "$mode $idle_rss $idle_anon $idle_file $idle_pss $idle_pss_anon $(proc_kib "$wpid" status VmHWM)" \
-        "$peak $peak_anon $peak_shmem $(proc_kib "$wpid" status VmRSS) $(proc_kib "$wpid" status RssAnon)" \
-        "$(proc_kib "$wpid" status RssShmem) $((t1 - t0))" \
+        "$peak $peak_anon $peak_shmem $after $((t1 - t0))" \
         "$(grep -c "state=done" "$WORK/worker-photos-$mode.log" || true)" \
-        "$(du -sb "$WORK/out-photos-$mode" | cut -f1)" >>"$WORK/photos.txt"
+        "$(du -sb "$WORK/out-photos-$mode" | cut -f1)" \
+        "$(proc_kib "$wpid" status VmRSS) $(proc_kib "$wpid" status RssAnon)" >>"$WORK/photos.txt"
     stop_pid "$wpid"
 }
 photo_run off
@@ -228,6 +233,8 @@ while :; do
 done
 g1=$(now_us)
 small_hwm=$(proc_kib "$wpid" status VmHWM)
+sleep "$SETTLE"
+small_again="$(proc_kib "$wpid" status VmRSS) $(proc_kib "$wpid" status RssAnon)"
 curl -sf "http://127.0.0.1:$wport/metrics" >"$WORK/worker-small-metrics.txt" || true
 stop_pid "$wpid"
 
@@ -251,7 +258,8 @@ runs = {}
 for l in open(f"{work}/photos.txt"):
     f = l.split()
     runs[f[0]] = dict(zip("idle_rss idle_anon idle_file idle_pss idle_pss_anon hwm peak peak_anon peak_shmem "
-                          "after_rss after_anon after_shmem wall_us done out_bytes".split(), map(int, f[1:])))
+                          "after_rss after_anon after_shmem wall_us done out_bytes again_rss again_anon".split(),
+                          map(int, f[1:])))
 idle = runs["off"]
 print(f"idle worker (--concurrency 2, $OP, after ${SETTLE}s): VmRSS {idle['idle_rss'] / MiB:.2f} MiB "
       f"(RssFile {idle['idle_file'] / MiB:.2f}, RssAnon {idle['idle_anon'] / MiB:.2f}), Pss "
@@ -268,13 +276,15 @@ print(f"12 MP photos: {photos} x 4000x3000 JPEG ({enc_in / 1048576:.2f} MiB each
 print(f"bound 2 x (decoded RGB {rgb / 1048576:.1f} + encoded in {enc_in / 1048576:.1f} + result RGB "
       f"{rgb / 1048576:.1f} + encoded out {enc_out / 1048576:.1f}) = {bound:.1f} MiB above idle")
 print(f"{'tensors':<26} {'done':>5} {'wall s':>7} {'idle':>7} {'VmHWM':>7} {'above idle':>11} {'/ bound':>8} "
-      f"{'max Anon':>9} {'max Shmem':>10} {'after':>7} {'after Anon':>11}  (MiB)")
+      f"{'max Anon':>9} {'max Shmem':>10} {'after':>7} {'after Anon':>11} {'idle again':>11} {'its Anon':>9}  (MiB)")
 for mode, label in (("off", "gRPC messages (--shm off)"), ("on", "shared memory (--shm on)")):
     r = runs[mode]
     above = (r["hwm"] - r["idle_rss"]) / MiB
     print(f"{label:<26} {r['done']:>5} {r['wall_us'] / 1e6:>7.1f} {r['idle_rss'] / MiB:>7.1f} {r['hwm'] / MiB:>7.1f} "
           f"{above:>11.1f} {above / bound:>8.2f} {r['peak_anon'] / MiB:>9.1f} {r['peak_shmem'] / MiB:>10.1f} "
-          f"{r['after_rss'] / MiB:>7.1f} {r['after_anon'] / MiB:>11.1f}")
+          f"{r['after_rss'] / MiB:>7.1f} {r['after_anon'] / MiB:>11.1f} {r['again_rss'] / MiB:>11.1f} "
+          f"{r['again_anon'] / MiB:>9.1f}")
+print(f"after: as the last photo is done; idle again: ${SETTLE} s later, with the queue empty")
 
 g = [list(map(int, l.split())) for l in open(f"{work}/growth.txt")]
 wall_g = ($g1 - $g0) / 1e6
@@ -288,13 +298,16 @@ if len(g) >= 2:
     d = (g[-1][2] - g[0][2]) / MiB
     print(f"first sample -> last: {d:+.2f} MiB VmRSS ({100 * d / (g[0][2] / MiB):+.1f} %), "
           f"RssAnon {(g[-1][3] - g[0][3]) / MiB:+.2f} MiB; VmHWM {$small_hwm / MiB:.2f} MiB")
+again = list(map(int, "$small_again".split()))
+print(f"idle again ${SETTLE} s after the last job: VmRSS {again[0] / MiB:.2f} MiB (RssAnon {again[1] / MiB:.2f})")
 
 meta = json.load(open(meta_json))
 meta.update({"op": "$OP", "runs": $RUNS, "ready_us": ready, "ready_logged_ms": logged, "true_us": true,
              "help_us": helpx, "ready_median_ms": med(ready) / 1e3, "photos": photos,
              "photo_bytes_each": enc_in, "result_bytes_each": enc_out, "photo_runs_kib": runs,
              "photos_bound_mib": bound,
-             "growth_jobs": $JOBS, "growth_wall_s": wall_g, "growth_samples": g, "growth_vmhwm_kib": $small_hwm})
+             "growth_jobs": $JOBS, "growth_wall_s": wall_g, "growth_samples": g, "growth_vmhwm_kib": $small_hwm,
+             "growth_idle_again_kib": again})
 json.dump(meta, open(result_json, "w"), indent=2)
 EOF
 echo

@@ -93,10 +93,10 @@ typedef struct h2_call {
 typedef struct h2_conn {
     int fd;
     nghttp2_session *session;
-    h2_call *call;  /* the call driving it; NULL while idle */
-    bool spent;     /* GOAWAY, an I/O or protocol error: never reused */
-    char why[160];  /* nghttp2's account of a protocol error, "" if none */
-    uint8_t *out;   /* frames gathered for one write */
+    h2_call *call; /* the call driving it; NULL while idle */
+    bool spent;    /* GOAWAY, an I/O or protocol error: never reused */
+    char why[160]; /* nghttp2's account of a protocol error, "" if none */
+    uint8_t *out;  /* frames gathered for one write */
     size_t out_len;
     uint8_t *in; /* READ_BYTES */
     struct h2_conn *next;
@@ -618,7 +618,10 @@ imagen__h2_channel_free(imagen__h2_channel *ch)
 
 /* ---- a call ----------------------------------------------------------------- */
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                       \
+    {                                                                                  \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE \
+    }
 
 /* Opens the call's stream on k: HEADERS, and the body behind them. */
 static bool
@@ -697,8 +700,7 @@ call_result(imagen__h2_channel *ch, h2_call *call, const char *path, int64_t tim
                                 "gRPC %s: HTTP status %d from %s, not a gRPC response", method, call->http_status,
                                 ch->url);
     if (call->close_error == NGHTTP2_REFUSED_STREAM)
-        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "gRPC %s: %s refused the stream; try again", method,
-                                ch->url);
+        return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "gRPC %s: %s refused the stream; try again", method, ch->url);
     if (call->close_error != NGHTTP2_NO_ERROR)
         return imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: %s reset the stream (%s)", method, ch->url,
                                 nghttp2_http2_strerror(call->close_error));

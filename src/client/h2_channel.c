@@ -719,7 +719,8 @@ imagen__h2_channel_unary(imagen__h2_channel *ch, const char *path, const imagen_
         return imagen_error_new(IMAGEN_ERR_INVALID_ARG, "a %zu-byte request is beyond gRPC's 4 GiB message limit",
                                 total);
     }
-    int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : INT64_MAX;
+    /* A timeout too long to add to the clock is no deadline at all. */
+    int64_t deadline = timeout_ms > 0 && timeout_ms < INT64_MAX / 2 ? now_ms() + timeout_ms : INT64_MAX;
     imagen_error *err = NULL;
     /* A second attempt only for a pooled connection found dead before any
      * of the response came (see the top of the file). */

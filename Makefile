@@ -27,7 +27,7 @@ help:
 	@echo "  test-unit         unit tests (ctest)"
 	@echo "  test-integration  integration tests (pytest against real server processes)"
 	@echo "  test-sanitize     both suites under ASan+UBSan ($(ASAN_BUILD_DIR)/), then integration under valgrind"
-	@echo "  fuzz              run the config.pbtxt, job spec, HTTP framing and request JSON fuzzers, FUZZ_SECONDS each (default 60)"
+	@echo "  fuzz              run the config.pbtxt, job spec, HTTP framing, request JSON and gRPC client fuzzers, FUZZ_SECONDS each (default 60)"
 	@echo "  format            rewrite C sources with clang-format"
 	@echo "  format-check      fail if any C source is not clang-formatted"
 	@echo "  bench             run the benchmarks (bench/run-all.sh)"
@@ -70,6 +70,7 @@ fuzz:
 	bash fuzz/run-fuzz.sh job_spec $(FUZZ_SECONDS)
 	bash fuzz/run-fuzz.sh http $(FUZZ_SECONDS)
 	bash fuzz/run-fuzz.sh jsondoc $(FUZZ_SECONDS)
+	bash fuzz/run-fuzz.sh grpc_client $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $(FORMAT_FILES)

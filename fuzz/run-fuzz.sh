@@ -2,9 +2,9 @@
 # Builds one fuzz target with clang (libFuzzer + ASan + UBSan) and runs it
 # for the given number of seconds (default 60) on a writable copy of its seed
 # corpus (fuzz/corpus/<name>/).
-#   usage: fuzz/run-fuzz.sh config|job_spec|http|jsondoc [seconds] [build-dir] [corpus-dir]
+#   usage: fuzz/run-fuzz.sh config|job_spec|http|jsondoc|grpc_client [seconds] [build-dir] [corpus-dir]
 set -eu
-name=${1:?usage: fuzz/run-fuzz.sh config|job_spec|http|jsondoc [seconds] [build-dir] [corpus-dir]}
+name=${1:?usage: fuzz/run-fuzz.sh config|job_spec|http|jsondoc|grpc_client [seconds] [build-dir] [corpus-dir]}
 secs=${2:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${3:-$root/build-fuzz}
@@ -14,7 +14,8 @@ config) max_len=8192 ;;
 job_spec) max_len=4096 ;;
 http) max_len=4096 ;;
 jsondoc) max_len=4096 ;;
-*) echo "run-fuzz.sh: unknown target '$name' (config, job_spec, http, jsondoc)" >&2; exit 2 ;;
+grpc_client) max_len=16384 ;;
+*) echo "run-fuzz.sh: unknown target '$name' (config, job_spec, http, jsondoc, grpc_client)" >&2; exit 2 ;;
 esac
 
 CC=clang cmake -S "$root" -B "$build" -DIMAGEN_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -55,6 +55,8 @@
 #define STREAM_WINDOW (16 << 20)
 #define CONNECTION_WINDOW (64 << 20)
 #define MAX_FRAME (1 << 20)
+/* A response message's first allocation; it grows as its bytes come. */
+#define BODY_FIRST (1u << 20)
 
 struct imagen__h2_channel {
     char *host;
@@ -82,8 +84,9 @@ typedef struct h2_call {
     char *grpc_message;
     uint8_t head[5];
     size_t head_got;
-    uint8_t *body; /* the message, once its prefix is in */
-    size_t body_len, body_got;
+    uint8_t *body;   /* the message, once its prefix is in */
+    size_t body_len; /* as the prefix announced it */
+    size_t body_got, body_cap;
     bool have_message;
     bool closed;
     uint32_t close_error; /* RST_STREAM code, 0 for a normal close */
@@ -246,8 +249,9 @@ on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_
             } else {
                 call->body_len = (size_t)call->head[1] << 24 | (size_t)call->head[2] << 16 |
                                  (size_t)call->head[3] << 8 | (size_t)call->head[4];
-                call->body = malloc(call->body_len ? call->body_len : 1);
                 call->body_got = 0;
+                call->body_cap = call->body_len < BODY_FIRST ? call->body_len : BODY_FIRST;
+                call->body = malloc(call->body_cap ? call->body_cap : 1);
                 if (call->body == NULL)
                     call->bad = "out of memory for the response";
             }
@@ -256,6 +260,21 @@ on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_
         }
         size_t take = call->body_len - call->body_got;
         take = take < len ? take : len;
+        if (take > call->body_cap - call->body_got) {
+            /* Memory follows the bytes that came, not the length a peer
+             * announced: a prefix is no reason to allocate 4 GiB. Large
+             * blocks are mmap'd, so glibc grows them with mremap. */
+            size_t cap = call->body_cap;
+            while (cap - call->body_got < take)
+                cap = cap > call->body_len / 2 ? call->body_len : 2 * cap;
+            uint8_t *grown = realloc(call->body, cap);
+            if (grown == NULL) {
+                call->bad = "out of memory for the response";
+                break;
+            }
+            call->body = grown;
+            call->body_cap = cap;
+        }
         memcpy(call->body + call->body_got, data, take);
         call->body_got += take;
         data += take;

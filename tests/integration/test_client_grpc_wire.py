@@ -8,8 +8,10 @@ The client is driven through the `imagen` command: `health` makes two
 calls (ServerLive, then ServerReady) on one client, so the second one runs
 on the connection the first one put back.
 """
+import resource
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -20,7 +22,7 @@ import h2.events
 import numpy as np
 import pytest
 
-from conftest import SLOW, write_model
+from conftest import SLOW, WRAPPER, write_model
 from grpcutil import stubs
 from httputil import identity
 from test_client_cli import CLI_BIN, EXIT_CONNECT, EXIT_OK, EXIT_SERVER, cli, url  # noqa: F401
@@ -185,6 +187,7 @@ def test_http_error_without_grpc_status(peer_factory):
     ("no status", "without a grpc-status"),
     ("ok without message", "no response message"),
     ("grpc-encoding", "compressed response"),
+    ("3 GB announced", "no response message"),  # memory follows what arrives, not the prefix
 ])
 def test_unusable_answers_are_clear_errors(peer_factory, how, words):
     def answer(peer, conn, sid, method, request):
@@ -196,12 +199,23 @@ def test_unusable_answers_are_clear_errors(peer_factory, how, words):
             conn.send_data(sid, framed(live_msg()) + framed(live_msg()))
         elif how in ("no status", "grpc-encoding"):
             conn.send_data(sid, framed(live_msg()))
+        elif how == "3 GB announced":
+            conn.send_data(sid, struct.pack(">BI", 0, 3 << 30) + b"\x08\x01")
         if how == "no status":
             conn.end_stream(sid)
         else:
             conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
 
-    p = health(peer_factory(answer))
+    peer = peer_factory(answer)
+    if how == "3 GB announced" and not WRAPPER:
+        # 1 GiB of address space: allocating what the prefix announced would fail.
+        def limit():
+            resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+        p = subprocess.run([CLI_BIN, "--url", peer.url(), "--timeout", "20", "health"], capture_output=True,
+                           text=True, timeout=30 * SLOW, preexec_fn=limit)
+    else:
+        p = health(peer)
     assert p.returncode == EXIT_SERVER, p.stderr
     assert words in p.stderr
 

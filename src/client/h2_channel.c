@@ -11,12 +11,12 @@
  * length-prefixed message, the grpc-* headers and trailers) and sockets.
  *
  * A call's life, all on the caller's thread:
- *   h2_channel_take     an idle connection, checked alive, or a new one
+ *   channel_take        an idle connection, checked alive (conn_usable), or conn_open
  *   call_submit         HEADERS + the request body through a data provider
  *   conn_drive          nghttp2 -> out buffer -> socket, socket -> nghttp2,
  *                       until the call's stream closes or the deadline
  *   call_result         grpc-status / :status / RST_STREAM to an error
- *   h2_channel_put      back to the pool unless the connection is spent
+ *   channel_put         back to the pool unless the connection is spent
  * A connection the server closed while it sat in the pool (a restart, an
  * idle timeout) is found out by the first call that takes it; that call
  * then runs again, once, on a fresh connection, as long as nothing of its

@@ -2,13 +2,12 @@
  * libFuzzer target: gRPC responses as the client library receives them
  * (src/client/h2_channel.c, the response half of client_grpc.c).
  *
- * Each input is everything a server sends on one connection: its SETTINGS,
+ * Each input is everything a server sends on a connection: its SETTINGS,
  * then the frames that answer the client's first stream, a ModelInfer. A
  * listener thread on the loopback plays the server: it accepts, writes the
  * input, half-closes and reads what the client sends until the client
- * closes. The client must come back with a result or an error, every
- * time: no crash, no sanitizer report, no hang (a 2 s call timeout bounds
- * a peer that stops halfway), no leak.
+ * closes, for each connection the client opens during the call. The client must come back with a result or an error,
+ * every time: no crash, no sanitizer report, no hang (a 2 s call timeout bounds a peer that stops halfway), no leak.
  *
  * Seeds (fuzz/corpus/grpc_client/) are answers made with python3-h2 by
  * fuzz/make-grpc-client-corpus.py: a full answer, one in one-byte DATA
@@ -30,6 +29,7 @@
 #include "imagen/client.h"
 
 static int listen_fd = -1;
+static int wake[2] = {-1, -1}; /* the client is done: a byte on wake[1] */
 static char url[64];
 
 typedef struct peer {
@@ -38,30 +38,39 @@ typedef struct peer {
     _Atomic bool client_done; /* the client gave up without connecting */
 } peer;
 
+/* Serves the input on every connection the client opens (it opens a
+ * second one when it tries a refused call again), one after the other,
+ * until the client is done. */
 static void *
 peer_main(void *arg)
 {
     peer *p = arg;
-    struct pollfd pl = {listen_fd, POLLIN, 0};
-    while (poll(&pl, 1, 50) == 0)
-        if (atomic_load(&p->client_done))
-            return NULL;
-    int fd = accept(listen_fd, NULL, NULL);
-    if (fd < 0)
-        return NULL;
-    size_t off = 0;
-    while (off < p->size) {
-        ssize_t n = send(fd, p->data + off, p->size - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        off += (size_t)n;
+    for (;;) {
+        struct pollfd pl[2] = {{listen_fd, POLLIN, 0}, {wake[0], POLLIN, 0}};
+        if (poll(pl, 2, -1) < 0)
+            continue;
+        if (pl[1].revents & POLLIN) {
+            char b;
+            if (read(wake[0], &b, 1) == 1 && atomic_load(&p->client_done))
+                return NULL;
+            continue;
+        }
+        int fd = accept(listen_fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        size_t off = 0;
+        while (off < p->size) {
+            ssize_t n = send(fd, p->data + off, p->size - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += (size_t)n;
+        }
+        shutdown(fd, SHUT_WR);
+        char sink[4096];
+        while (recv(fd, sink, sizeof(sink), 0) > 0)
+            ;
+        close(fd);
     }
-    shutdown(fd, SHUT_WR);
-    char sink[4096];
-    while (recv(fd, sink, sizeof(sink), 0) > 0)
-        ;
-    close(fd);
-    return NULL;
 }
 
 static void
@@ -76,6 +85,10 @@ listen_once(void)
         abort();
     }
     snprintf(url, sizeof(url), "grpc://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    if (pipe(wake) != 0) {
+        perror("fuzz_grpc_client: pipe");
+        abort();
+    }
 }
 
 int
@@ -123,6 +136,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "fuzz_grpc_client: %s\n", err != NULL ? imagen_error_message(err) : "a result");
     imagen_error_free(err);
     atomic_store(&p.client_done, true);
+    while (write(wake[1], "x", 1) < 0)
+        ;
     pthread_join(tid, NULL);
     return 0;
 }

@@ -45,9 +45,18 @@ static imagen_error *
 grpc_call_raw(imagen_client *c, const char *method, const imagen__h2_chunk *msg, size_t n_msg,
               imagen__inputs_done *sent, uint8_t **resp, size_t *resp_len)
 {
+    /* The calls whose second run is not like the first: a repeated load
+     * reloads, and a repeated register fails as already registered. The
+     * rest only read, or infer. */
+    static const char *const changes_state[] = {"RepositoryModelLoad", "RepositoryModelUnload",
+                                                "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister"};
+    bool idempotent = true;
+    for (size_t i = 0; i < sizeof(changes_state) / sizeof(changes_state[0]); i++)
+        idempotent = idempotent && strcmp(method, changes_state[i]) != 0;
     char path[128];
     snprintf(path, sizeof(path), GRPC_METHOD_PREFIX "%s", method);
-    return imagen__h2_channel_unary(c->impl, path, msg, n_msg, atomic_load(&c->timeout_ms), sent, resp, resp_len);
+    return imagen__h2_channel_unary(c->impl, path, msg, n_msg, idempotent, atomic_load(&c->timeout_ms), sent, resp,
+                                    resp_len);
 }
 
 /* A unary call with small messages: packs `req`, and unpacks the response

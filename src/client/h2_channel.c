@@ -47,6 +47,15 @@
 #define CONNECT_TIMEOUT_MS 20000
 /* Idle connections kept per channel; more are closed when put back. */
 #define MAX_IDLE 64
+/* A connection idle this long is closed rather than reused: a NAT or a
+ * load balancer on the way may have forgotten it without a word (Linux's
+ * IPVS forgets idle TCP after 900 s), and a new one costs a round trip. */
+#define IDLE_REUSE_MS 60000
+/* TCP keepalive, so that a call with no deadline notices a peer that
+ * vanished: probes after 30 s of silence, every 10 s, 3 of them. */
+#define KEEPALIVE_IDLE_S 30
+#define KEEPALIVE_INTERVAL_S 10
+#define KEEPALIVE_COUNT 3
 /* Socket reads, and the writes that frames are gathered into. */
 #define READ_BYTES (256u << 10)
 #define WRITE_BYTES (256u << 10)
@@ -88,6 +97,7 @@ typedef struct h2_call {
     size_t body_len; /* as the prefix announced it */
     size_t body_got, body_cap;
     bool have_message;
+    bool remote_ended; /* the server's END_STREAM came */
     bool closed;
     uint32_t close_error; /* RST_STREAM code, 0 for a normal close */
     const char *bad;      /* what the server sent wrong, or "out of memory" */
@@ -101,7 +111,8 @@ typedef struct h2_conn {
     char why[160]; /* nghttp2's account of a protocol error, "" if none */
     uint8_t *out;  /* frames gathered for one write */
     size_t out_len;
-    uint8_t *in; /* READ_BYTES */
+    uint8_t *in;        /* READ_BYTES */
+    int64_t idle_since; /* now_ms() when last put back */
     struct h2_conn *next;
 } h2_conn;
 
@@ -203,15 +214,11 @@ on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *n
         for (size_t i = 0; i < valuelen && value[i] >= '0' && value[i] <= '9' && i < 3; i++)
             call->http_status = call->http_status * 10 + (value[i] - '0');
     } else if (header_is(name, namelen, "grpc-status")) {
-        int st = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++) {
-            if (value[i] < '0' || value[i] > '9') {
-                st = 2; /* UNKNOWN: not a number */
-                break;
-            }
-            st = st * 10 + (value[i] - '0');
-        }
-        call->grpc_status = valuelen == 0 ? 2 : st;
+        /* Not a number, or not one gRPC defines: UNKNOWN. */
+        int st = valuelen == 0 || valuelen > 2 ? 2 : 0;
+        for (size_t i = 0; i < valuelen && st != 2; i++)
+            st = value[i] >= '0' && value[i] <= '9' ? st * 10 + (value[i] - '0') : 2;
+        call->grpc_status = st;
     } else if (header_is(name, namelen, "grpc-message")) {
         free(call->grpc_message);
         call->grpc_message = percent_decode(value, valuelen);
@@ -310,6 +317,9 @@ on_frame(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
     h2_conn *k = user_data;
     if (frame->hd.type == NGHTTP2_GOAWAY)
         k->spent = true; /* finish what it lets finish, then close */
+    if (k->call != NULL && frame->hd.stream_id == k->call->stream_id && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA))
+        k->call->remote_ended = true;
     return 0;
 }
 
@@ -368,8 +378,12 @@ connect_one(const struct addrinfo *ai, int64_t deadline)
         errno = soerr;
         goto fail;
     }
-    int one = 1;
+    int one = 1, idle = KEEPALIVE_IDLE_S, interval = KEEPALIVE_INTERVAL_S, count = KEEPALIVE_COUNT;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
     return fd;
 fail:;
     int saved = errno;
@@ -435,6 +449,9 @@ conn_open(imagen__h2_channel *ch, int64_t call_deadline, h2_conn **out)
     return NULL;
 }
 
+/* What went wrong on a connection, for the error message. */
+typedef enum { DRIVE_OK, DRIVE_LOST, DRIVE_TIMEOUT, DRIVE_PROTOCOL, DRIVE_NOMEM } drive_status;
+
 /* Writes what is gathered in k->out. False on an error or the deadline
  * (*timed_out says which). */
 static bool
@@ -465,47 +482,74 @@ conn_flush(h2_conn *k, int64_t deadline, bool *timed_out)
     return true;
 }
 
-/* What went wrong on a connection, for the error message. */
-typedef enum { DRIVE_OK, DRIVE_LOST, DRIVE_TIMEOUT, DRIVE_PROTOCOL, DRIVE_NOMEM } drive_status;
+/* Hands nghttp2's pending frames to the socket. */
+static drive_status
+conn_send(h2_conn *k, int64_t deadline)
+{
+    bool timed_out = false;
+    for (;;) {
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(k->session, &p);
+        if (n < 0)
+            return n == NGHTTP2_ERR_NOMEM ? DRIVE_NOMEM : DRIVE_PROTOCOL;
+        if (n == 0)
+            break;
+        while (n > 0) {
+            size_t take = WRITE_BYTES - k->out_len;
+            take = take < (size_t)n ? take : (size_t)n;
+            memcpy(k->out + k->out_len, p, take);
+            k->out_len += take;
+            p += take;
+            n -= (ssize_t)take;
+            if (k->out_len == WRITE_BYTES && !conn_flush(k, deadline, &timed_out))
+                return timed_out ? DRIVE_TIMEOUT : DRIVE_LOST;
+        }
+    }
+    if (k->out_len > 0 && !conn_flush(k, deadline, &timed_out))
+        return timed_out ? DRIVE_TIMEOUT : DRIVE_LOST;
+    return DRIVE_OK;
+}
 
 /* Moves bytes both ways until k->call's stream has closed, the deadline
  * passes or the connection fails. Fires `sent` once nghttp2 has taken the
- * whole request (it copies the bytes into its frames). */
+ * whole request (it copies the bytes into its frames).
+ *
+ * Once the stream has closed the answer is complete, whatever happens to
+ * the connection afterwards: a failure to send what nghttp2 still had
+ * queued (a PING or SETTINGS acknowledgement) only spends the connection. */
 static drive_status
 conn_drive(h2_conn *k, int64_t deadline, imagen__inputs_done *sent)
 {
     h2_call *call = k->call;
     for (;;) {
-        for (;;) {
-            const uint8_t *p;
-            ssize_t n = nghttp2_session_mem_send(k->session, &p);
-            if (n < 0)
-                return n == NGHTTP2_ERR_NOMEM ? DRIVE_NOMEM : DRIVE_PROTOCOL;
-            if (n == 0)
-                break;
-            while (n > 0) {
-                size_t take = WRITE_BYTES - k->out_len;
-                take = take < (size_t)n ? take : (size_t)n;
-                memcpy(k->out + k->out_len, p, take);
-                k->out_len += take;
-                p += take;
-                n -= (ssize_t)take;
-                bool timed_out = false;
-                if (k->out_len == WRITE_BYTES && !conn_flush(k, deadline, &timed_out))
-                    return timed_out ? DRIVE_TIMEOUT : DRIVE_LOST;
-            }
+        /* A server may end its response before it has read the whole
+         * request (an early error): the stream would then wait on flow
+         * control for the rest of a body nobody reads. Reset it, and do
+         * not reuse a connection whose window the server may never open. */
+        if (call->remote_ended && !call->closed) {
+            nghttp2_submit_rst_stream(k->session, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_NO_ERROR);
+            k->spent = true;
+            call->closed = true;
         }
-        bool timed_out = false;
-        if (k->out_len > 0 && !conn_flush(k, deadline, &timed_out))
-            return timed_out ? DRIVE_TIMEOUT : DRIVE_LOST;
+        drive_status st = conn_send(k, deadline);
         if (call->req_given == call->req_total)
             imagen__inputs_done_fire(sent);
-        if (call->closed)
+        if (call->closed) {
+            if (st != DRIVE_OK)
+                k->spent = true;
             return DRIVE_OK;
+        }
+        if (st != DRIVE_OK)
+            return st;
         if (!nghttp2_session_want_read(k->session))
             return DRIVE_LOST;
+        /* The deadline holds even against a peer that never lets the
+         * socket go quiet. */
+        int wait = ms_left(deadline);
+        if (wait == 0)
+            return DRIVE_TIMEOUT;
         struct pollfd p = {k->fd, POLLIN, 0};
-        int r = poll(&p, 1, ms_left(deadline));
+        int r = poll(&p, 1, wait);
         if (r == 0)
             return DRIVE_TIMEOUT;
         if (r < 0) {
@@ -519,6 +563,10 @@ conn_drive(h2_conn *k, int64_t deadline, imagen__inputs_done *sent)
         if (got <= 0)
             return DRIVE_LOST;
         ssize_t used = nghttp2_session_mem_recv(k->session, k->in, (size_t)got);
+        if (call->closed && (used < 0 || k->why[0] != '\0')) {
+            k->spent = true;
+            return DRIVE_OK;
+        }
         if (used < 0)
             return used == NGHTTP2_ERR_NOMEM ? DRIVE_NOMEM : DRIVE_PROTOCOL;
         if (k->why[0] != '\0')
@@ -532,6 +580,8 @@ conn_drive(h2_conn *k, int64_t deadline, imagen__inputs_done *sent)
 static bool
 conn_usable(h2_conn *k)
 {
+    if (now_ms() - k->idle_since > IDLE_REUSE_MS)
+        return false;
     for (;;) {
         ssize_t got = recv(k->fd, k->in, READ_BYTES, MSG_DONTWAIT);
         if (got < 0 && errno == EINTR)
@@ -570,6 +620,7 @@ channel_put(imagen__h2_channel *ch, h2_conn *k)
     if (!k->spent) {
         pthread_mutex_lock(&ch->mu);
         if (ch->n_idle < MAX_IDLE) {
+            k->idle_since = now_ms();
             k->next = ch->idle;
             ch->idle = k;
             ch->n_idle++;
@@ -647,7 +698,7 @@ static bool
 call_submit(imagen__h2_channel *ch, h2_conn *k, h2_call *call, const char *path, int64_t timeout_ms)
 {
     /* grpc-timeout: at most 8 digits, so whole seconds beyond 99999999 ms. */
-    char timeout[16] = "";
+    char timeout[24] = "";
     if (timeout_ms > 0) {
         if (timeout_ms <= 99999999)
             snprintf(timeout, sizeof(timeout), "%lldm", (long long)timeout_ms);
@@ -696,6 +747,25 @@ grpc_status_from_http(int http)
     }
 }
 
+/* A stream reset without a grpc-status, as gRPC's status ("RST_STREAM error
+ * code mapping"). */
+static int
+grpc_status_from_reset(uint32_t code)
+{
+    switch (code) {
+    case NGHTTP2_REFUSED_STREAM:
+        return 14; /* UNAVAILABLE */
+    case NGHTTP2_CANCEL:
+        return 1; /* CANCELLED */
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+        return 8; /* RESOURCE_EXHAUSTED */
+    case NGHTTP2_INADEQUATE_SECURITY:
+        return 7; /* PERMISSION_DENIED */
+    default:
+        return 13; /* INTERNAL */
+    }
+}
+
 /* The call's outcome, once its stream has closed. */
 static imagen_error *
 call_result(imagen__h2_channel *ch, h2_call *call, const char *path, int64_t timeout_ms)
@@ -721,14 +791,16 @@ call_result(imagen__h2_channel *ch, h2_call *call, const char *path, int64_t tim
     if (call->close_error == NGHTTP2_REFUSED_STREAM)
         return imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "gRPC %s: %s refused the stream; try again", method, ch->url);
     if (call->close_error != NGHTTP2_NO_ERROR)
-        return imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: %s reset the stream (%s)", method, ch->url,
+        return imagen_error_new(imagen__code_from_grpc(grpc_status_from_reset(call->close_error)),
+                                "gRPC %s: the stream to %s was reset (%s)", method, ch->url,
                                 nghttp2_http2_strerror(call->close_error));
     return imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: the stream ended without a grpc-status", method);
 }
 
 imagen_error *
 imagen__h2_channel_unary(imagen__h2_channel *ch, const char *path, const imagen__h2_chunk *msg, size_t n_msg,
-                         int64_t timeout_ms, imagen__inputs_done *sent, uint8_t **resp, size_t *resp_len)
+                         bool idempotent, int64_t timeout_ms, imagen__inputs_done *sent, uint8_t **resp,
+                         size_t *resp_len)
 {
     size_t total = 0;
     for (size_t i = 0; i < n_msg; i++)
@@ -741,8 +813,9 @@ imagen__h2_channel_unary(imagen__h2_channel *ch, const char *path, const imagen_
     /* A timeout too long to add to the clock is no deadline at all. */
     int64_t deadline = timeout_ms > 0 && timeout_ms < INT64_MAX / 2 ? now_ms() + timeout_ms : INT64_MAX;
     imagen_error *err = NULL;
-    /* A second attempt only for a pooled connection found dead before any
-     * of the response came (see the top of the file). */
+    /* The chunks may be read again only while nobody has been told they
+     * are no longer read: always when there is nobody to tell. */
+    bool told_someone = sent != NULL && sent->fn != NULL;
     for (int attempt = 0; attempt < 2; attempt++) {
         h2_conn *k = channel_take(ch);
         bool reused = k != NULL;
@@ -755,32 +828,41 @@ imagen__h2_channel_unary(imagen__h2_channel *ch, const char *path, const imagen_
         call.prefix[3] = (uint8_t)(total >> 8);
         call.prefix[4] = (uint8_t)total;
         drive_status ds = call_submit(ch, k, &call, path, timeout_ms) ? conn_drive(k, deadline, sent) : DRIVE_PROTOCOL;
+        /* A second attempt, on a fresh connection (see the top of the
+         * file), when the server cannot have acted on the first: it refused
+         * the stream, or a pooled connection turned out dead before any of
+         * the answer came and the request had not all gone out (or asks
+         * nothing that doing twice would change). */
+        bool chunks_ours = !told_someone || sent->fn != NULL;
         bool retry = false;
         switch (ds) {
         case DRIVE_OK:
             err = call_result(ch, &call, path, timeout_ms);
-            retry = reused && !call.answered && call.close_error == NGHTTP2_REFUSED_STREAM &&
-                    (sent == NULL || sent->fn != NULL);
+            retry = chunks_ours && !call.answered && call.close_error == NGHTTP2_REFUSED_STREAM;
             break;
         case DRIVE_LOST:
             err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, IMAGEN__CONNECT_PREFIX "%s: the connection was closed",
                                    ch->url);
-            retry = reused && !call.answered && (sent == NULL || sent->fn != NULL);
+            retry = chunks_ours && reused && !call.answered && (idempotent || call.req_given < call.req_total);
             break;
         case DRIVE_TIMEOUT:
             err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, "request to %s timed out after %lld ms", ch->url,
                                    (long long)timeout_ms);
             break;
         case DRIVE_PROTOCOL:
-            err = imagen_error_new(IMAGEN_ERR_INTERNAL, "gRPC %s: HTTP/2 protocol error with %s%s%s",
-                                   strrchr(path, '/') + 1, ch->url, k->why[0] != '\0' ? ": " : "", k->why);
+            /* As gRPC's own transport reports it: no usable server there
+             * (a peer that is not HTTP/2 at all lands here). */
+            err = imagen_error_new(IMAGEN_ERR_UNAVAILABLE, IMAGEN__CONNECT_PREFIX "%s: HTTP/2 protocol error%s%s",
+                                   ch->url, k->why[0] != '\0' ? ": " : "", k->why);
             break;
         case DRIVE_NOMEM:
             err = imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory");
             break;
         }
-        if (ds != DRIVE_OK || !call.closed)
-            k->spent = true; /* its stream may still be open: never reuse */
+        /* Never reused: a connection whose stream may still be open, or
+         * whose server refuses streams (it is usually going away). */
+        if (ds != DRIVE_OK || !call.closed || call.close_error == NGHTTP2_REFUSED_STREAM)
+            k->spent = true;
         channel_put(ch, k);
         if (err == NULL) {
             *resp = call.body;
@@ -789,7 +871,7 @@ imagen__h2_channel_unary(imagen__h2_channel *ch, const char *path, const imagen_
         }
         free(call.body);
         free(call.grpc_message);
-        if (!retry)
+        if (!retry || attempt == 1)
             break;
         imagen_error_free(err);
         err = NULL;

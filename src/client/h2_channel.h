@@ -11,6 +11,7 @@
 #ifndef IMAGEN_CLIENT_H2_CHANNEL_H
 #define IMAGEN_CLIENT_H2_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,17 +36,20 @@ void imagen__h2_channel_free(imagen__h2_channel *ch);
 /* One unary call: sends the message made of the n_msg chunks, in order, to
  * `path` ("/package.Service/Method") and returns the response message in
  * *resp (malloc'd, *resp_len bytes; free() it). timeout_ms <= 0: no
- * deadline. `sent` (NULL: nobody) fires once the chunks are read no more,
- * which is before the response arrives on success and at the latest when
- * this returns.
+ * deadline. `sent` (NULL, or fn NULL: nobody) fires once the chunks are
+ * read no more, which is before the response arrives on success and at
+ * the latest when this returns. `idempotent`: running the call twice
+ * changes nothing, so a request lost with a dead pooled connection may be
+ * sent again even if the server might have received it.
  *
  * Errors: a status other than OK from the server becomes its imagen code
  * (imagen__code_from_grpc) with the server's message; a server that cannot
- * be reached, or a connection lost before the answer, is
- * IMAGEN_ERR_UNAVAILABLE with a message that starts IMAGEN__CONNECT_PREFIX;
+ * be reached, that does not speak HTTP/2, or a connection lost before the
+ * answer, is IMAGEN_ERR_UNAVAILABLE with a message that starts
+ * IMAGEN__CONNECT_PREFIX;
  * a deadline passed is IMAGEN_ERR_UNAVAILABLE "timed out". */
 imagen_error *imagen__h2_channel_unary(imagen__h2_channel *ch, const char *path, const imagen__h2_chunk *msg,
-                                       size_t n_msg, int64_t timeout_ms, imagen__inputs_done *sent, uint8_t **resp,
-                                       size_t *resp_len);
+                                       size_t n_msg, bool idempotent, int64_t timeout_ms, imagen__inputs_done *sent,
+                                       uint8_t **resp, size_t *resp_len);
 
 #endif

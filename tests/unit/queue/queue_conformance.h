@@ -87,6 +87,17 @@ conf_get(imagen_queue *q, const char *id)
     return job;
 }
 
+/* Acks each of the n leases (a NULL one is skipped) and frees them all. */
+static void
+conf_ack_all(imagen_queue *q, imagen_lease **leases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (leases[i] != NULL)
+            CHECK_OK(imagen_queue_ack(q, leases[i], NULL, NULL));
+        imagen_lease_free(leases[i]);
+    }
+}
+
 /* The entry of `op` in a counts array; NULL when the op has none. */
 static const imagen_queue_counts *
 conf_counts_find(const imagen_queue_counts *counts, size_t n, const char *op)
@@ -166,18 +177,12 @@ conf_order_and_max(void)
     size_t got = 0;
     for (size_t i = 0; i < n; i++, got++)
         CHECK_STR_EQ(leases[i]->job->id, ids[got]);
-    for (size_t i = 0; i < n; i++) {
-        CHECK_OK(imagen_queue_ack(q, leases[i], NULL, NULL));
-        imagen_lease_free(leases[i]);
-    }
+    conf_ack_all(q, leases, n);
     CHECK_OK(imagen_queue_pull(q, ops, 1, 10, 0, leases, &n));
     CHECK_INT_EQ(n, 3);
     for (size_t i = 0; i < n && got < 5; i++, got++)
         CHECK_STR_EQ(leases[i]->job->id, ids[got]);
-    for (size_t i = 0; i < n; i++) {
-        CHECK_OK(imagen_queue_ack(q, leases[i], NULL, NULL));
-        imagen_lease_free(leases[i]);
-    }
+    conf_ack_all(q, leases, n);
     CHECK_OK(imagen_queue_pull(q, ops, 1, 10, 0, leases, &n));
     CHECK_INT_EQ(n, 0);
     imagen_queue_close(q);
@@ -223,11 +228,7 @@ conf_several_ops(void)
     CHECK(y != NULL && strcmp(y->job->id, a2) == 0);
     CHECK(conf_pull1(q, "cf_opa", 0) == NULL);
     imagen_lease *all[] = {b, x, y};
-    for (size_t i = 0; i < 3; i++) {
-        if (all[i] != NULL)
-            CHECK_OK(imagen_queue_ack(q, all[i], NULL, NULL));
-        imagen_lease_free(all[i]);
-    }
+    conf_ack_all(q, all, 3);
     imagen_queue_close(q);
 }
 
@@ -893,10 +894,7 @@ conf_list_limits(void)
     size_t n = 0;
     CHECK_OK(imagen_queue_pull(q, twice, 2, 2, 0, got, &n));
     CHECK_INT_EQ(n, 2);
-    for (size_t i = 0; i < n; i++) {
-        CHECK_OK(imagen_queue_ack(q, got[i], NULL, NULL));
-        imagen_lease_free(got[i]);
-    }
+    conf_ack_all(q, got, n);
     imagen_queue_close(q);
 }
 

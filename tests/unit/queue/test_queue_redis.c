@@ -234,10 +234,7 @@ rd_streams_match_counts(void)
         CHECK_OK(imagen_queue_pull(q, ops, 1, 10, 0, leases, &n));
         if (n == 0)
             break;
-        for (size_t i = 0; i < n; i++) {
-            CHECK_OK(imagen_queue_ack(q, leases[i], NULL, NULL));
-            imagen_lease_free(leases[i]);
-        }
+        conf_ack_all(q, leases, n);
     }
     CHECK_INT_EQ(rd_int("XLEN imagen:q:%s", op), 0);
     CHECK_INT_EQ(rd_pending(op, NULL, 0), 0);
@@ -264,10 +261,7 @@ rd_stale_entry(void)
     size_t n = 0;
     CHECK_OK(imagen_queue_pull(q, ops, 1, 4, 0, leases, &n));
     CHECK_INT_EQ(n, 1);
-    for (size_t i = 0; i < n; i++) {
-        CHECK_OK(imagen_queue_ack(q, leases[i], NULL, NULL));
-        imagen_lease_free(leases[i]);
-    }
+    conf_ack_all(q, leases, n);
     CHECK_OK(imagen_queue_pull(q, ops, 1, 4, 0, leases, &n));
     CHECK_INT_EQ(n, 0);
     CHECK_INT_EQ(rd_int("XLEN imagen:q:%s", op), 0);

@@ -25,7 +25,6 @@
  */
 #include "client/h2_channel.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -38,8 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "common/percent.h"
+#include "common/time.h"
 
 /* The gRPC port of spec §5, for a target without one. */
 #define DEFAULT_PORT "8001"
@@ -121,9 +122,7 @@ typedef struct h2_conn {
 static int64_t
 now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)(imagen_time_now_ns() / 1000000u);
 }
 
 /* poll()'s timeout until `deadline` (INT64_MAX: none); 0 once passed. */
@@ -171,27 +170,6 @@ request_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t l
 
 /* ---- the response: headers, the one message, the stream's end ------------- */
 
-/* grpc-message is percent-encoded (gRPC over HTTP/2, "Responses"). */
-static char *
-percent_decode(const uint8_t *s, size_t len)
-{
-    char *out = malloc(len + 1);
-    if (out == NULL)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len && isxdigit(s[i + 1]) && isxdigit(s[i + 2])) {
-            char hex[3] = {(char)s[i + 1], (char)s[i + 2], '\0'};
-            out[o++] = (char)strtoul(hex, NULL, 16);
-            i += 2;
-        } else {
-            out[o++] = (char)s[i];
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 static bool
 header_is(const uint8_t *name, size_t namelen, const char *want)
 {
@@ -220,8 +198,9 @@ on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *n
             st = value[i] >= '0' && value[i] <= '9' ? st * 10 + (value[i] - '0') : 2;
         call->grpc_status = st;
     } else if (header_is(name, namelen, "grpc-message")) {
+        /* Percent-encoded (gRPC over HTTP/2, "Responses"). */
         free(call->grpc_message);
-        call->grpc_message = percent_decode(value, valuelen);
+        call->grpc_message = imagen_percent_decode((const char *)value, valuelen, NULL);
     } else if (header_is(name, namelen, "grpc-encoding")) {
         if (!(valuelen == 8 && memcmp(value, "identity", 8) == 0))
             call->bad = "a compressed response (this client asks for none)";

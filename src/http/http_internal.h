@@ -74,11 +74,6 @@ void imagen__http_route_match(const char *path, imagen__http_route *out);
 /* Maps an HTTP method name to IMAGEN_HTTP_METHOD_*; 0 for anything else. */
 unsigned imagen__http_method_bit(const char *method);
 
-/* Percent-decodes `len` bytes of `s` into a new NUL-terminated string (owned,
- * free()). *has_nul is set when a decoded byte is NUL. Malformed escapes are
- * kept literally. Returns NULL on allocation failure. */
-char *imagen__http_percent_decode(const char *s, size_t len, bool *has_nul);
-
 /* Resolves a numeric or named listen address and port into `ss` (http_server.c,
  * shared with the metrics daemon). *ipv6 tells the family. */
 struct sockaddr_storage;

@@ -47,6 +47,7 @@
 
 #include "common/copy_stats.h"
 #include "common/log.h"
+#include "common/percent.h"
 #include "common/time.h"
 
 /* A connection with no traffic for this long is closed, so clients that
@@ -912,7 +913,7 @@ route_request(http_conn *c)
     }
     if (route->model != NULL) {
         bool has_nul = false;
-        r->model = imagen__http_percent_decode(route->model, route->model_len, &has_nul);
+        r->model = imagen_percent_decode(route->model, route->model_len, &has_nul);
         if (r->model == NULL) {
             conn_reply_error(c, imagen_error_new(IMAGEN_ERR_INTERNAL, "out of memory"));
             return DISPATCH_REPLY;

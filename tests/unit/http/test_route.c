@@ -1,6 +1,7 @@
 /* Unit tests for the endpoint table of src/http/http_route.c (spec §1.2). */
 #include <string.h>
 
+#include "common/percent.h"
 #include "http/http_internal.h"
 #include "test.h"
 
@@ -124,11 +125,11 @@ static void
 test_percent_decode(void)
 {
     bool nul = true;
-    char *s = imagen__http_percent_decode("a%2Fb%zz%4", 10, &nul);
+    char *s = imagen_percent_decode("a%2Fb%zz%4", 10, &nul);
     CHECK_STR_EQ(s, "a/b%zz%4");
     CHECK(!nul);
     free(s);
-    s = imagen__http_percent_decode("x%00y", 5, &nul);
+    s = imagen_percent_decode("x%00y", 5, &nul);
     CHECK(nul);
     free(s);
 }

@@ -26,7 +26,6 @@
 #include "client/h2_channel.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
